@@ -1,0 +1,134 @@
+"""The ``adapt`` command: subcommands only. Heavy libraries are imported inside each command,
+so ``adapt --help`` and ``adapt validate`` start fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from adapt.errors import AdaptError
+
+OVERRIDES_HELP = "overrides as key.path=value, e.g. train.max_steps=100 adapter.r=64"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except AdaptError as exc:
+        print(exc.format(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("adapt: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adapt", description="Adapt open base language models to a domain, from one YAML recipe.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check a recipe and show what the run will cost",
+                                   description="Check a recipe without loading a model: print the resolved "
+                                               "recipe, tokens per source, steps, and estimated time and memory.")
+    validate.add_argument("recipe")
+    validate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    validate.add_argument("--json", action="store_true", help="print the cost report as JSON")
+    validate.set_defaults(run=_validate)
+
+    train = commands.add_parser("train", help="run a recipe (resumes if its run directory exists)",
+                                description="Run a recipe. Running it again on the same output directory "
+                                            "resumes from the last complete checkpoint in the same MLflow run.")
+    train.add_argument("recipe")
+    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    train.set_defaults(run=_train)
+
+    generate = commands.add_parser("generate", help="sample from a base or adapted model",
+                                   description="Sample text from `builtin`, a run directory, a model "
+                                               "directory or a hub id.")
+    generate.add_argument("model", help="builtin | RUN_DIR | MODEL_DIR | hub id")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    generate.add_argument("--top-p", type=float, default=0.95)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(run=_generate)
+    return parser
+
+
+def _validate(args) -> int:
+    import yaml
+
+    from adapt.checks import check_recipe, cost_report
+    from adapt.recipe import load_recipe
+
+    loaded = load_recipe(args.recipe, args.overrides)
+    sources = check_recipe(loaded)
+    cost = cost_report(loaded, sources)
+    if args.json:
+        print(json.dumps({"recipe": loaded.recipe.model_dump(mode="json"), "cost": cost}, indent=2))
+        return 0
+    print(f"# {loaded.path}: valid\n")
+    print(yaml.safe_dump(loaded.recipe.model_dump(mode="json"), sort_keys=False).rstrip())
+    print("\n# what the run will cost (estimates; exact token counts come from the data stage)")
+    print(_cost_table(cost))
+    return 0
+
+
+def _cost_table(cost: dict) -> str:
+    lines = [f"{'source':<16}{'share':>7}{'train files':>13}{'held out':>10}{'≈tokens':>12}"]
+    for name, src in cost["sources"].items():
+        share = cost["mixture"].get(name, 0.0)
+        lines.append(f"{name:<16}{share:>7.2f}{src['train_files']:>13}{src['heldout_files']:>10}"
+                     f"{src['approx_tokens']:>12,}")
+    lines.append(f"steps {cost['steps']:,}   train tokens {cost['train_tokens']:,}   "
+                 f"eval tokens ≈{cost['eval_tokens']:,}")
+    if cost["seconds"] is not None:
+        lines.append(f"parameters {cost['params']:,} ({cost['trainable_params']:,} trainable)   "
+                     f"time ≈{_duration(cost['seconds'])} on {cost['estimate_device']}   "
+                     f"peak memory ≈{cost['peak_memory_bytes'] / 2**30:.1f} GiB")
+    else:
+        lines.append("time and memory: unknown until the model's config is local")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _train(args) -> int:
+    from adapt.recipe import load_recipe
+    from adapt.train.cpt import EXIT_PREEMPTED, train
+
+    loaded = load_recipe(args.recipe, args.overrides)
+    outcome = train(loaded)
+    if outcome.status == "already_finished":
+        print(f"adapt: the run in {outcome.run_dir} is already finished; nothing to do "
+              f"(set train.output_dir to start a new run)")
+        return 0
+    if outcome.status == "preempted":
+        print(f"adapt: stopped by SIGTERM after saving a checkpoint in {outcome.run_dir}; "
+              f"run the same command again to resume", file=sys.stderr)
+        return EXIT_PREEMPTED
+    print(f"\nadapt: run finished in {outcome.run_dir}\n\n{outcome.summary}\n")
+    if outcome.tracking_run_id:
+        print(f"MLflow run {outcome.tracking_run_id} in {outcome.tracking_uri}")
+        if outcome.tracking_uri and outcome.tracking_uri.startswith("sqlite"):
+            print(f"  see it with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    return 0
+
+
+def _generate(args) -> int:
+    from adapt.generate import generate
+
+    print(generate(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

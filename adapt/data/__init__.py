@@ -1,0 +1,1 @@
+"""Data: sources -> tokenized, cached documents -> token-level mixture -> packed blocks."""

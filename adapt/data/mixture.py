@@ -1,0 +1,61 @@
+"""Token-level mixtures: draw blocks from each source so that token shares match the targets.
+
+Shares are of tokens, not documents: every source is packed into blocks of the same length,
+so a share of blocks is a share of tokens. A source smaller than its share is repeated, in
+fresh shuffles, up to ``max_repetition`` passes; asking for more is an error before training
+(as OLMo-core's source mixtures do) rather than a silent shortfall.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class MixtureError(ValueError):
+    def __init__(self, source: str, needed: int, available: int, max_repetition: float):
+        self.source, self.needed, self.available, self.max_repetition = source, needed, available, max_repetition
+        super().__init__(f"source {source!r} needs {needed} blocks but has {available} "
+                         f"(max_repetition {max_repetition:g} allows {int(available * max_repetition)})")
+
+
+@dataclass
+class MixturePlan:
+    """Which block of which source goes where in the training order."""
+
+    order: list[tuple[str, int]]
+    counts: dict[str, int]
+    repetition: dict[str, float]
+
+
+def allocate(shares: dict[str, float], total_blocks: int) -> dict[str, int]:
+    """Split ``total_blocks`` by share with the largest-remainder method, so counts sum exactly."""
+    active = {name: share for name, share in shares.items() if share > 0}
+    exact = {name: share * total_blocks for name, share in active.items()}
+    counts = {name: int(np.floor(v)) for name, v in exact.items()}
+    by_remainder = sorted(active, key=lambda n: exact[n] - counts[n], reverse=True)
+    for name in by_remainder[: total_blocks - sum(counts.values())]:
+        counts[name] += 1
+    return counts
+
+
+def plan_mixture(available: dict[str, int], shares: dict[str, float], total_blocks: int,
+                 max_repetition: float, seed: int) -> MixturePlan:
+    rng = np.random.default_rng(seed)
+    counts = allocate(shares, total_blocks)
+    order: list[tuple[str, int]] = []
+    for name, needed in counts.items():
+        have = available[name]
+        if have == 0 or needed > have * max_repetition + 1e-9:
+            raise MixtureError(name, needed, have, max_repetition)
+        passes = [rng.permutation(have) for _ in range(-(-needed // have))]
+        order.extend((name, int(i)) for i in np.concatenate(passes)[:needed])
+    shuffled = [order[i] for i in rng.permutation(len(order))]
+    repetition = {name: counts[name] / available[name] for name in counts}
+    return MixturePlan(shuffled, counts, repetition)
+
+
+def epoch_tokens(source_tokens: dict[str, int], shares: dict[str, float]) -> int:
+    """Tokens in one epoch: the largest budget in which no source with a share repeats."""
+    return int(min(source_tokens[name] / share for name, share in shares.items() if share > 0))

@@ -1,0 +1,55 @@
+"""``adapt generate``: sample from a base model or a run's adapted model, for a quick look."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from adapt.errors import AdaptError
+
+
+def resolve_generation_model(target: str) -> tuple[str, bool]:
+    """(path or hub id, is_adapter) for ``builtin``, a run directory, a model directory or a hub id."""
+    from adapt.model import resolve_model_path
+    from adapt.recipe.schema import ModelSection
+
+    if target == "builtin":
+        return resolve_model_path(ModelSection()), False
+    path = Path(target).expanduser()
+    if (path / "run_state.json").is_file():
+        final = path / "final"
+        if not final.is_dir():
+            raise AdaptError(f"run {path} has no final model yet", file=str(path),
+                             fix="finish it with `adapt train` first, or point at a checkpoint directory")
+        if not (final / "adapter_config.json").is_file():
+            return str(final), False
+        recipe = yaml.safe_load((path / "recipe.yaml").read_text())
+        resolve_model_path(ModelSection(**recipe["model"]))  # builds the built-in base if it was deleted
+        return str(final), True
+    if path.exists():
+        return str(path), (path / "adapter_config.json").is_file()
+    return target, False
+
+
+def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.8,
+             top_p: float = 0.95, seed: int = 0) -> str:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, is_adapter = resolve_generation_model(target)
+    if is_adapter:
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.eval()
+    torch.manual_seed(seed)
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                             temperature=temperature if temperature > 0 else None, top_p=top_p,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    return tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)

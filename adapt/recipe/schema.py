@@ -1,0 +1,246 @@
+"""The recipe: small typed sections that map onto the libraries' own configs.
+
+Every section forbids unknown keys, so a typo is an error with a "did you mean" hint
+(see ``adapt.recipe.load``) instead of a silent default. A recipe is one stage today;
+``kind`` is a literal so that later stage kinds (sft, dpo, grpo) and a ``stages:`` list
+extend it without breaking recipes written now.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BUILTIN_PREFIX = "builtin"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class BuiltinModel(Section):
+    """Options of the built-in base model that adapt builds and pretrains locally.
+
+    The defaults give a ~5M-parameter Llama-style model pretrained for a few minutes on the
+    Python standard library. Sizes are multiples of 64: they run faster on CPU and
+    bitsandbytes' CPU kernels need them.
+    """
+
+    hidden_size: int = Field(256, gt=0, multiple_of=64)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(704, gt=0, multiple_of=64)
+    vocab_size: int = Field(8192, ge=512)
+    max_position_embeddings: int = Field(2048, gt=0)
+    corpus: list[str] = Field(
+        default_factory=lambda: ["stdlib"],
+        description="Pretraining corpus: 'stdlib' (this Python's standard library) and/or directories.",
+    )
+    pretrain_tokens: int = Field(1_000_000, gt=0, description="Tokens of pretraining.")
+    pretrain_seq_len: int = Field(256, gt=0)
+    pretrain_batch_size: int = Field(16, gt=0)
+    pretrain_lr: float = Field(2e-3, gt=0)
+    seed: int = 0
+
+
+class ModelSection(Section):
+    """The base model: a hub id, a local ``save_pretrained`` directory, or ``builtin``."""
+
+    base_model: str = Field(BUILTIN_PREFIX, min_length=1)
+    builtin: BuiltinModel = Field(default_factory=BuiltinModel)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] | None = None
+    trust_remote_code: bool = False
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.base_model == BUILTIN_PREFIX
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+class AdapterSection(Section):
+    """How the base model is adapted: all weights, LoRA, or LoRA over a 4-bit base (QLoRA)."""
+
+    method: Literal["full", "lora", "qlora"] = "lora"
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
+    use_rslora: bool = False
+    use_dora: bool = False
+    modules_to_save: list[str] | None = None
+    # QLoRA: NF4 with double quantisation, as in Dettmers et al. 2023.
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+# --------------------------------------------------------------------------- data
+
+
+class HeldOut(Section):
+    """Whole files held out of training for evaluation, chosen with a fixed seed."""
+
+    fraction: float = Field(0.05, ge=0, lt=1)
+    max_files: int | None = Field(50, gt=0)
+    min_files: int = Field(1, ge=0)
+    seed: int = 1234
+
+
+class FilesSource(Section):
+    """Local text or code files matched by globs under a root directory or an installed package."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["files"]
+    root: str | None = Field(None, description="Directory the globs are relative to (default: the recipe's).")
+    package: str | None = Field(None, description="Use an installed Python package's directory as root.")
+    include: list[str] = Field(default_factory=lambda: ["**/*"], min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+    max_file_bytes: int = Field(2_000_000, gt=0)
+    heldout: HeldOut = Field(default_factory=HeldOut)
+
+    @model_validator(mode="after")
+    def _one_root(self) -> "FilesSource":
+        if self.root and self.package:
+            raise ValueError("give either root or package, not both")
+        return self
+
+
+class JsonlSource(Section):
+    """JSON-lines files with one document per line in ``text_field``."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["jsonl"]
+    paths: list[str] = Field(min_length=1, description="Files or globs, relative to the recipe.")
+    text_field: str = "text"
+    heldout: HeldOut = Field(default_factory=HeldOut)
+
+
+class BuiltinCorpusSource(Section):
+    """The built-in base model's own pretraining corpus; its held-out part is a fixed file list.
+
+    With the built-in model this is the natural replay source and general eval set.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["builtin_corpus"]
+
+
+Source = Annotated[Union[FilesSource, JsonlSource, BuiltinCorpusSource], Field(discriminator="kind")]
+
+
+class EvalSet(Section):
+    """A named evaluation set: the held-out files of one source, capped so no file dominates."""
+
+    source: str
+    max_tokens: int = Field(50_000, gt=0)
+    max_tokens_per_file: int = Field(4_000, gt=0)
+
+
+class DataSection(Section):
+    sources: list[Source] = Field(min_length=1)
+    mixture: Union[dict[str, Annotated[float, Field(ge=0, le=1)]], str, None] = Field(
+        None, description="Token shares per source summing to 1, or a mixture file path."
+    )
+    max_repetition: float = Field(4.0, ge=1, description="Most passes over any source's tokens.")
+    eval: dict[str, EvalSet] = Field(default_factory=dict)
+    seed: int = 0
+
+    def source(self, name: str):
+        return next(s for s in self.sources if s.name == name)
+
+
+class MixtureFile(Section):
+    """A mixture kept in its own file under ``mixtures/``; the planner writes the same format."""
+
+    mixture: dict[str, Annotated[float, Field(ge=0, le=1)]]
+    description: str | None = None
+    plan: dict[str, Any] | None = None
+
+
+# --------------------------------------------------------------------------- train
+
+
+class TrainSection(Section):
+    """The training loop's settings; a transformers ``Trainer`` runs underneath.
+
+    The budget is one of ``max_tokens``, ``max_steps`` or ``epochs``. Tokens are the unit the
+    planner and the scaling-law papers use; steps and epochs are converted to tokens.
+    """
+
+    output_dir: str | None = Field(None, description="Run directory (default: runs/<recipe name>).")
+    seq_len: int = Field(512, gt=0)
+    batch_size: int = Field(8, gt=0, description="Sequences per device per step.")
+    grad_accum: int = Field(1, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    schedule: Literal["cosine", "linear", "constant", "constant_with_warmup", "warmup_stable_decay"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, le=1)
+    decay_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps in the final decay (WSD only).")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final lr as a share of lr (WSD only).")
+    optimizer: Literal[
+        "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+        "adafactor", "sgd", "lion_8bit", "paged_lion_8bit",
+    ] = "adamw_torch"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the device supports it (CUDA, or CPUs with AVX-512 bf16)."
+    )
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    logging_steps: int = Field(10, gt=0)
+    eval_steps: int = Field(50, gt=0)
+    save_steps: int = Field(100, gt=0)
+    save_total_limit: int | None = Field(2, gt=0)
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict, description="Other transformers TrainingArguments, checked by name."
+    )
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "TrainSection":
+        given = [k for k in ("max_tokens", "max_steps", "epochs") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set only one budget, not {' and '.join(given)}")
+        return self
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.batch_size * self.grad_accum
+
+
+# --------------------------------------------------------------------------- tracking
+
+
+class TrackingSection(Section):
+    """MLflow tracking. The default store is a local sqlite file under ``$ADAPT_HOME/mlflow``."""
+
+    enabled: bool = True
+    uri: str | None = Field(None, description="An MLflow tracking URI, e.g. http://host:5000.")
+    experiment: str = "adapt"
+    run_name: str | None = None
+    log_model: bool = Field(True, description="Log the final adapter or model as an artifact.")
+    flush_timeout_s: float = Field(30.0, ge=0)
+
+
+# --------------------------------------------------------------------------- recipe
+
+
+class Recipe(Section):
+    """One YAML recipe. ``kind: cpt`` is continual pretraining."""
+
+    name: str | None = Field(None, description="Run name (default: the recipe file's stem).")
+    kind: Literal["cpt"] = "cpt"
+    model: ModelSection = Field(default_factory=ModelSection)
+    adapter: AdapterSection = Field(default_factory=AdapterSection)
+    data: DataSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)

@@ -1,0 +1,1 @@
+"""Training: one thin module per stage kind over transformers/trl, plus checkpoints and run state."""

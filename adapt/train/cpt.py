@@ -1,0 +1,167 @@
+"""Continual pretraining (CPT), top to bottom: setup -> train -> save -> cleanup.
+
+A run lives in one directory: the resolved recipe, ``run_state.json``, ``metrics.jsonl``, the
+data report, checkpoints, and ``final/`` (the adapter or the whole model). Running the same
+recipe on the same directory again resumes from the last complete checkpoint, in the same
+MLflow run; the Trainer skips the batches it already trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from adapt.checks import check_recipe
+from adapt.errors import AdaptError
+from adapt.fileio import atomic_write, write_json
+from adapt.recipe.load import LoadedRecipe
+from adapt.train import provenance
+from adapt.train.run_state import RunState, changed_keys, load_state
+
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a preempted job
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    status: str  # finished | already_finished | preempted
+    summary: str = ""
+    tracking_run_id: str | None = None
+    tracking_uri: str | None = None
+
+
+def run_dir_of(loaded: LoadedRecipe) -> Path:
+    return Path(loaded.recipe.train.output_dir or Path("runs") / loaded.recipe.name)
+
+
+def train(loaded: LoadedRecipe) -> RunOutcome:
+    recipe = loaded.recipe
+    check_recipe(loaded)  # nothing is written before the recipe passes
+    run_dir = run_dir_of(loaded)
+    resolved = recipe.model_dump(mode="json")
+    state = _begin(run_dir, resolved)
+    if state.status == "finished":
+        return RunOutcome(run_dir, "already_finished", tracking_run_id=state.tracking_run_id)
+
+    # ---- setup: model, data, tracker, Trainer
+    from transformers import Trainer, default_data_collator
+
+    from adapt.adapters import apply_adapter, trainable_parameters
+    from adapt.data.prepare import prepare_data
+    from adapt.model import load_model, load_tokenizer, resolve_model_path
+    from adapt.tracking import open_tracker
+    from adapt.train.arguments import training_arguments
+    from adapt.train.checkpoints import (CompleteCheckpointCallback, PreemptionCallback,
+                                         discard_incomplete, last_complete_checkpoint)
+    from adapt.train.metrics import TrackerCallback, read_metrics, summary_table
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    model_path = resolve_model_path(recipe.model)
+    tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
+    data = prepare_data(loaded, tokenizer, world_size)
+    write_json(run_dir / "data_report.json", data.report)
+    model = load_model(model_path, recipe.model, recipe.adapter)
+    model = apply_adapter(model, recipe.adapter, recipe.train.gradient_checkpointing)
+    trainable, total = trainable_parameters(model)
+
+    tracking = recipe.tracking
+    tracker = open_tracker(enabled=tracking.enabled, uri=tracking.uri, experiment=tracking.experiment,
+                           run_dir=run_dir, run_name=tracking.run_name or recipe.name,
+                           run_id=state.tracking_run_id, flush_timeout_s=tracking.flush_timeout_s)
+    resuming = state.tracking_run_id is not None or bool(state.history)
+    if not resuming:
+        tracker.log_params(provenance.flatten(resolved))
+        tracker.set_tags(provenance.tags(loaded.path, model_path, trainable, total))
+        tracker.log_artifact(run_dir / "recipe.yaml")
+        tracker.log_metrics(provenance.data_metrics(data.report), step=0)
+    state.tracking_run_id = tracker.run_id
+    state.history.append({"event": "resumed" if resuming else "started", "argv": sys.argv[1:]})
+    state.save(run_dir)
+
+    checkpoint_dir = run_dir / "checkpoints"
+    discard_incomplete(checkpoint_dir)
+    resume_from = last_complete_checkpoint(checkpoint_dir)
+    preemption = PreemptionCallback()
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(recipe.train, str(checkpoint_dir), data.steps, bool(data.eval), resume_from is not None),
+        train_dataset=data.train,
+        eval_dataset=data.eval or None,
+        data_collator=default_data_collator,
+        processing_class=tokenizer,
+        callbacks=[TrackerCallback(tracker, list(data.eval), recipe.train.tokens_per_step * world_size),
+                   CompleteCheckpointCallback(recipe.train.save_total_limit), preemption],
+    )
+
+    # ---- train
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if preemption.requested:
+            state.status = "preempted"
+            state.save(run_dir)
+            tracker.finish("KILLED")
+            return RunOutcome(run_dir, "preempted", tracking_run_id=tracker.run_id)
+        if data.eval and trainer.state.global_step % recipe.train.eval_steps != 0:
+            trainer.evaluate()  # the "after" numbers are always at the final step
+    except BaseException:
+        state.status = "failed"
+        state.save(run_dir)
+        tracker.finish("FAILED")
+        raise
+    finally:
+        preemption.restore()
+
+    # ---- save
+    final_dir = run_dir / "final"
+    _save_final(trainer, tokenizer, final_dir)
+    tracker.log_artifact(run_dir / "data_report.json")
+    if tracking.log_model:
+        tracker.log_artifact(final_dir, "model")
+    summary = summary_table(read_metrics(run_dir / "metrics.jsonl"))
+    with atomic_write(run_dir / "summary.txt") as f:
+        f.write(summary + "\n")
+    tracker.log_artifact(run_dir / "summary.txt")
+
+    # ---- cleanup
+    state.status, state.final_step = "finished", trainer.state.global_step
+    state.save(run_dir)
+    tracker.finish("FINISHED")
+    return RunOutcome(run_dir, "finished", summary, tracker.run_id, tracker.tracking_uri)
+
+
+def _begin(run_dir: Path, resolved: dict) -> RunState:
+    """Start a new run directory, or check that the recipe matches the run being resumed."""
+    state = load_state(run_dir)
+    if state is None:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise AdaptError(f"{run_dir} exists and is not an adapt run directory", key="train.output_dir",
+                             fix="choose an empty or new output directory")
+        state = RunState(recipe=resolved)
+        with atomic_write(run_dir / "recipe.yaml") as f:
+            yaml.safe_dump(resolved, f, sort_keys=False)
+        state.save(run_dir)
+        return state
+    changed = changed_keys(state.recipe, resolved)
+    if changed:
+        raise AdaptError(
+            f"the recipe changed since this run began ({', '.join(changed)}); refusing to resume",
+            file=str(run_dir / "recipe.yaml"), key=changed[0],
+            fix=f"restore the recipe as in {run_dir / 'recipe.yaml'}, or set train.output_dir to a new directory")
+    return state
+
+
+def _save_final(trainer, tokenizer, final_dir: Path) -> None:
+    """Save the adapter (or the whole model) and tokenizer beside ``final_dir``, then swap it in."""
+    import shutil
+
+    staging = final_dir.with_name(final_dir.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    staging.rename(final_dir)

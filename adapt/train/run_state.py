@@ -1,0 +1,43 @@
+"""The run directory's state file: which recipe a run started with, its MLflow run, and its status.
+
+A second ``adapt train`` on the same directory reads it to resume, to refuse a changed recipe,
+or to say that the run is already finished.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapt.fileio import write_json
+
+STATE_FILE = "run_state.json"
+
+
+@dataclass
+class RunState:
+    recipe: dict[str, Any]
+    status: str = "running"  # running | finished | failed | preempted
+    tracking_run_id: str | None = None
+    final_step: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self, run_dir: Path) -> None:
+        write_json(run_dir / STATE_FILE, asdict(self))
+
+
+def load_state(run_dir: Path) -> RunState | None:
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    return RunState(**json.loads(path.read_text()))
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested recipe dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [k for key in keys for k in changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
