@@ -52,6 +52,7 @@ def tiny_model_dir(tmp_path_factory, corpora) -> Path:
                         vocab_size=1024, max_position_embeddings=512)
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_llama_config(spec, tokenizer))
+    _pretrain_briefly(model, tokenizer, sorted(corpora["general"].glob("*.py")))
     path = tmp_path_factory.mktemp("tiny_model")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -77,7 +78,7 @@ def make_recipe(tmp_path, tiny_model_dir, corpora):
                 "eval": {"domain": {"source": "domain", "max_tokens": 2048},
                          "general": {"source": "general", "max_tokens": 2048}},
             },
-            "train": {"seq_len": 64, "batch_size": 4, "max_steps": 12, "lr": 3e-3, "eval_steps": 6,
+            "train": {"seq_len": 64, "batch_size": 8, "max_steps": 12, "lr": 3e-3, "eval_steps": 6,
                       "save_steps": 6, "logging_steps": 1, "precision": "fp32",
                       "output_dir": str(tmp_path / "runs" / name)},
             "tracking": {"enabled": False},
@@ -88,3 +89,20 @@ def make_recipe(tmp_path, tiny_model_dir, corpora):
         return path
 
     return make
+
+
+def _pretrain_briefly(model, tokenizer, files, steps: int = 600) -> None:
+    """A few seconds of full training on the general corpus only, so the fixture is a base model
+    with general knowledge to forget and a domain (the email package) still to learn."""
+    import torch
+
+    text = "".join(f.read_text() + tokenizer.eos_token for f in files)
+    ids = torch.tensor(tokenizer(text)["input_ids"])
+    ids = ids[: ids.numel() // 512 * 512].view(-1, 8, 64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for i in range(steps):
+        batch = ids[i % len(ids)]
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()

@@ -1,0 +1,80 @@
+"""Data stage: held-out split by whole file, token cache, packing without dropping tokens,
+and token-level mixtures that hit their targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from adapt.data.mixture import MixtureError, allocate, plan_mixture
+from adapt.data.packing import PAD, BlockDataset, pack
+from adapt.recipe import load_recipe
+
+
+def test_pack_keeps_every_token_and_masks_only_padding():
+    tokens = np.arange(1, 151, dtype=np.uint32)
+    blocks = pack(tokens, 64)
+    assert blocks.shape == (3, 64)
+    real = blocks[blocks != PAD]
+    assert np.array_equal(real, tokens)
+    item = BlockDataset(blocks, pad_token_id=0)[2]
+    assert int(item["attention_mask"].sum()) == 150 - 128
+    assert (item["labels"][22:] == -100).all() and (item["labels"][:22] > 0).all()
+
+
+def test_allocate_is_exact_and_proportional():
+    counts = allocate({"a": 0.75, "b": 0.25, "c": 0.0}, 1001)
+    assert sum(counts.values()) == 1001 and "c" not in counts
+    assert abs(counts["a"] / 1001 - 0.75) < 1e-3
+
+
+def test_mixture_repeats_up_to_max_repetition_then_refuses():
+    plan = plan_mixture({"a": 10, "b": 100}, {"a": 0.5, "b": 0.5}, 40, max_repetition=2, seed=0)
+    assert plan.counts == {"a": 20, "b": 20} and plan.repetition["a"] == 2
+    assert sorted(i for s, i in plan.order if s == "a") == sorted(list(range(10)) * 2)
+    with pytest.raises(MixtureError, match="'a' needs 21 blocks"):
+        plan_mixture({"a": 10, "b": 100}, {"a": 0.5, "b": 0.5}, 42, max_repetition=2, seed=0)
+
+
+def test_prepared_data_hits_ratios_and_reuses_the_token_cache(make_recipe, tiny_model_dir, adapt_home):
+    from adapt.data.prepare import prepare_data
+    from adapt.model import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    loaded = load_recipe(make_recipe(), ["train.max_steps=50"])
+    data = prepare_data(loaded, tokenizer)
+    assert len(data.train) == 50 * 4
+    for name, target in {"domain": 0.75, "general": 0.25}.items():
+        assert abs(data.report["mixture"][name]["realised"] - target) < 0.01
+    assert data.report["eval"]["domain"]["tokens"] <= 2048
+    cached = sorted((adapt_home / "cache" / "tokens").glob("*.npz"))
+    assert len(cached) == 4  # train and held-out, for each source
+
+    # A new ratio re-uses the tokens: no new cache entries.
+    loaded = load_recipe(make_recipe(), ["train.max_steps=50", "data.mixture={domain: 0.5, general: 0.5}"])
+    data = prepare_data(loaded, tokenizer)
+    assert sorted((adapt_home / "cache" / "tokens").glob("*.npz")) == cached
+    assert abs(data.report["mixture"]["domain"]["realised"] - 0.5) < 0.01
+
+
+def test_heldout_split_is_by_whole_file_and_fixed(make_recipe):
+    from adapt.data.sources import resolve_sources
+
+    first = resolve_sources(load_recipe(make_recipe()))["domain"]
+    again = resolve_sources(load_recipe(make_recipe()))["domain"]
+    assert first.heldout == again.heldout and len(first.heldout) == 3
+    assert not set(first.heldout) & set(first.train)
+
+
+def test_jsonl_line_that_is_not_json_names_file_and_line(make_recipe, tmp_path, capsys):
+    from adapt.cli import main
+
+    data = tmp_path / "docs.jsonl"
+    data.write_text('{"text": "def f(): pass"}\n{"text": "x = 1"}\nnot json\n')
+    recipe = make_recipe()
+    spec = yaml.safe_load(recipe.read_text())
+    spec["data"]["sources"].append({"name": "notes", "kind": "jsonl", "paths": [str(data)]})
+    recipe.write_text(yaml.safe_dump(spec))
+    assert main(["validate", str(recipe)]) == 2
+    assert f"{data}:3:" in capsys.readouterr().err
