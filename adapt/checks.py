@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapt.data.prepare import budget_steps
+from adapt.data.mixture import budget_steps
 from adapt.data.sources import ResolvedSource, resolve_sources
 from adapt.errors import AdaptError
 from adapt.estimate import BYTES_PER_TOKEN, estimate

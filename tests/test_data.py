@@ -44,7 +44,7 @@ def test_prepared_data_hits_ratios_and_reuses_the_token_cache(make_recipe, tiny_
     tokenizer = load_tokenizer(str(tiny_model_dir))
     loaded = load_recipe(make_recipe(), ["train.max_steps=50"])
     data = prepare_data(loaded, tokenizer)
-    assert len(data.train) == 50 * 4
+    assert len(data.train) == 50 * loaded.recipe.train.batch_size
     for name, target in {"domain": 0.75, "general": 0.25}.items():
         assert abs(data.report["mixture"][name]["realised"] - target) < 0.01
     assert data.report["eval"]["domain"]["tokens"] <= 2048

@@ -8,9 +8,12 @@ fresh shuffles, up to ``max_repetition`` passes; asking for more is an error bef
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from adapt.recipe.schema import TrainSection
 
 
 class MixtureError(ValueError):
@@ -59,3 +62,14 @@ def plan_mixture(available: dict[str, int], shares: dict[str, float], total_bloc
 def epoch_tokens(source_tokens: dict[str, int], shares: dict[str, float]) -> int:
     """Tokens in one epoch: the largest budget in which no source with a share repeats."""
     return int(min(source_tokens[name] / share for name, share in shares.items() if share > 0))
+
+
+def budget_steps(train: TrainSection, source_tokens: dict[str, int], shares: dict[str, float],
+                 world_size: int = 1) -> int:
+    """Optimizer steps for the recipe's budget: max_steps, max_tokens, or epochs (default 1)."""
+    if train.max_steps is not None:
+        return train.max_steps
+    per_step = train.tokens_per_step * world_size
+    if train.max_tokens is not None:
+        return max(1, math.ceil(train.max_tokens / per_step))
+    return max(1, math.ceil((train.epochs or 1.0) * epoch_tokens(source_tokens, shares) / per_step))

@@ -6,17 +6,15 @@ writes down what it did in a report that is logged with the run.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from adapt.data.mixture import MixtureError, epoch_tokens, plan_mixture
+from adapt.data.mixture import MixtureError, budget_steps, plan_mixture
 from adapt.data.packing import PAD, BlockDataset, pack
 from adapt.data.sources import ResolvedSource, resolve_sources
 from adapt.data.tokens import TokenizedDocs, tokenize_documents
 from adapt.recipe.load import LoadedRecipe
-from adapt.recipe.schema import TrainSection
 
 
 @dataclass
@@ -55,17 +53,6 @@ def prepare_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1) -> Prepar
     evals = {name: BlockDataset(pack(tokens, seq_len), pad_id) for name, tokens in eval_sets.items()}
     report = _report(sources, train_docs, plan, train_blocks, shares, evals, steps)
     return PreparedData(train, evals, steps, report)
-
-
-def budget_steps(train: TrainSection, source_tokens: dict[str, int], shares: dict[str, float],
-                 world_size: int = 1) -> int:
-    """Optimizer steps for the recipe's budget: max_steps, max_tokens, or epochs (default 1)."""
-    if train.max_steps is not None:
-        return train.max_steps
-    per_step = train.tokens_per_step * world_size
-    if train.max_tokens is not None:
-        return max(1, math.ceil(train.max_tokens / per_step))
-    return max(1, math.ceil((train.epochs or 1.0) * epoch_tokens(source_tokens, shares) / per_step))
 
 
 def _tokenize(loaded: LoadedRecipe, source: ResolvedSource, split: str, tokenizer,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from adapt.errors import AdaptError
 from adapt.recipe.schema import MixtureFile, Recipe
 
+_BUDGETS = {"train.max_tokens", "train.max_steps", "train.epochs"}
 # Keys whose values are free-form maps: an override may add a new key under them.
 _OPEN_MAPS = {"mixture", "eval", "trainer_args", "plan"}
 
@@ -242,6 +243,11 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
                          fix="start with model:, adapter:, data:, train:")
     for override in overrides:
         apply_override(data, override, path)
+        key = override.split("=", 1)[0].strip()
+        if key in _BUDGETS and isinstance(data.get("train"), dict):
+            # The budgets exclude each other: overriding one replaces the file's budget.
+            for other in _BUDGETS - {key}:
+                data["train"].pop(other.split(".")[1], None)
     recipe = validate_data(data, Recipe, path, lines)
     loaded = LoadedRecipe(recipe, path, lines)
     _check_cross_references(loaded)

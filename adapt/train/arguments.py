@@ -27,7 +27,9 @@ _MANAGED = {
 
 
 def check_trainer_args(train: TrainSection) -> None:
-    """Refuse unknown or adapt-managed keys in ``train.trainer_args`` (imports only the dataclass)."""
+    """Refuse unknown or adapt-managed keys in ``train.trainer_args``."""
+    if not train.trainer_args:
+        return  # importing transformers costs seconds; `adapt validate` skips it when it can
     from transformers import TrainingArguments
 
     known = {f.name for f in dataclasses.fields(TrainingArguments)}

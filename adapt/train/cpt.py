@@ -45,10 +45,10 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
     resolved = recipe.model_dump(mode="json")
     state = _begin(run_dir, resolved)
     if state.status == "finished":
-        return RunOutcome(run_dir, "already_finished", tracking_run_id=state.tracking_run_id)
+        return RunOutcome(run_dir, "already_finished")
 
     # ---- setup: model, data, tracker, Trainer
-    from transformers import Trainer, default_data_collator
+    from transformers import Trainer, default_data_collator, set_seed
 
     from adapt.adapters import apply_adapter, trainable_parameters
     from adapt.data.prepare import prepare_data
@@ -65,20 +65,21 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
     data = prepare_data(loaded, tokenizer, world_size)
     write_json(run_dir / "data_report.json", data.report)
     model = load_model(model_path, recipe.model, recipe.adapter)
+    set_seed(recipe.train.seed)  # the adapter's initial weights come from the global RNG
     model = apply_adapter(model, recipe.adapter, recipe.train.gradient_checkpointing)
     trainable, total = trainable_parameters(model)
 
     tracking = recipe.tracking
+    # The tracker keeps its MLflow run id in the run directory, so a resumed run logs to the same run.
     tracker = open_tracker(enabled=tracking.enabled, uri=tracking.uri, experiment=tracking.experiment,
                            run_dir=run_dir, run_name=tracking.run_name or recipe.name,
-                           run_id=state.tracking_run_id, flush_timeout_s=tracking.flush_timeout_s)
-    resuming = state.tracking_run_id is not None or bool(state.history)
+                           flush_timeout_s=tracking.flush_timeout_s)
+    resuming = bool(state.history)
     if not resuming:
-        tracker.log_params(provenance.flatten(resolved))
+        tracker.log_params(resolved)
         tracker.set_tags(provenance.tags(loaded.path, model_path, trainable, total))
         tracker.log_artifact(run_dir / "recipe.yaml")
         tracker.log_metrics(provenance.data_metrics(data.report), step=0)
-    state.tracking_run_id = tracker.run_id
     state.history.append({"event": "resumed" if resuming else "started", "argv": sys.argv[1:]})
     state.save(run_dir)
 
@@ -127,9 +128,9 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
     tracker.log_artifact(run_dir / "summary.txt")
 
     # ---- cleanup
+    tracker.finish("FINISHED")
     state.status, state.final_step = "finished", trainer.state.global_step
     state.save(run_dir)
-    tracker.finish("FINISHED")
     return RunOutcome(run_dir, "finished", summary, tracker.run_id, tracker.tracking_uri)
 
 

@@ -1,28 +1,13 @@
-"""What a run records about itself: flattened recipe params, git commit, package versions, data stats."""
+"""What a run records about itself: git commit, package versions, data statistics."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import subprocess
 from pathlib import Path
-from typing import Any
 
 PACKAGES = ("adapt", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "mlflow",
             "bitsandbytes", "tokenizers")
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 1e-4}}`` -> ``{"train.lr": 1e-4}``; lists keep their index."""
-    if isinstance(data, dict):
-        items = data.items()
-    elif isinstance(data, list) and data and any(isinstance(v, (dict, list)) for v in data):
-        items = ((str(i), v) for i, v in enumerate(data))
-    else:
-        return {prefix.rstrip("."): data}
-    out: dict[str, Any] = {}
-    for key, value in items:
-        out.update(flatten(value, f"{prefix}{key}."))
-    return out
 
 
 def git_commit(directory: Path) -> dict[str, str]:

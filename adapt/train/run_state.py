@@ -1,7 +1,8 @@
-"""The run directory's state file: which recipe a run started with, its MLflow run, and its status.
+"""The run directory's state file: which recipe a run started with, and its status.
 
 A second ``adapt train`` on the same directory reads it to resume, to refuse a changed recipe,
-or to say that the run is already finished.
+or to say that the run is already finished. (The MLflow run id is the tracker's to keep, in
+``tracking_run.json`` beside it.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ STATE_FILE = "run_state.json"
 class RunState:
     recipe: dict[str, Any]
     status: str = "running"  # running | finished | failed | preempted
-    tracking_run_id: str | None = None
     final_step: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
