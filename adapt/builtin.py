@@ -139,6 +139,9 @@ def _pretrain(spec: BuiltinModel, tokenizer, files: list[Path], work: Path):
     from adapt.device import cuda_available, resolve_precision
 
     torch.manual_seed(spec.seed)
+    model = LlamaForCausalLM(tiny_llama_config(spec, tokenizer))
+    if spec.pretrain_tokens == 0:
+        return model, float("nan")
     skipped: dict[str, int] = {}
     docs = tokenize_documents(((p, t) for p in files if (t := read_text_file(p, skipped))), tokenizer,
                               desc="builtin corpus", total=len(files))
@@ -146,7 +149,6 @@ def _pretrain(spec: BuiltinModel, tokenizer, files: list[Path], work: Path):
     steps = max(1, spec.pretrain_tokens // per_step)
     blocks = pack(docs.tokens, spec.pretrain_seq_len)
     blocks = blocks[torch.randperm(len(blocks), generator=torch.Generator().manual_seed(spec.seed)).numpy()]
-    model = LlamaForCausalLM(tiny_llama_config(spec, tokenizer))
     args = TrainingArguments(
         output_dir=str(work / "trainer"), max_steps=steps, per_device_train_batch_size=spec.pretrain_batch_size,
         learning_rate=spec.pretrain_lr, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.1,

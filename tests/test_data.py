@@ -78,3 +78,15 @@ def test_jsonl_line_that_is_not_json_names_file_and_line(make_recipe, tmp_path, 
     recipe.write_text(yaml.safe_dump(spec))
     assert main(["validate", str(recipe)]) == 2
     assert f"{data}:3:" in capsys.readouterr().err
+
+
+def test_mixture_from_a_file(make_recipe, tmp_path, capsys):
+    from adapt.cli import main
+
+    (tmp_path / "mix.yaml").write_text("mixture: {domain: 0.9, general: 0.1}\n")
+    loaded = load_recipe(make_recipe(), ["data.mixture=mix.yaml"])
+    assert loaded.recipe.data.mixture == {"domain": 0.9, "general": 0.1}
+    (tmp_path / "bad.yaml").write_text("mixture: {domain: 0.9, general: 0.1}\nweights: 1\n")
+    assert main(["validate", str(make_recipe()), "data.mixture=bad.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'bad.yaml'}:2: weights: unknown key" in err

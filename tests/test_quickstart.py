@@ -32,3 +32,13 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert "mlflow ui --backend-store-uri sqlite:///" in done.stdout
     assert (tmp_path / "qs" / "final" / "adapter_config.json").is_file()
     assert not (tmp_path / "mlruns").exists(), "MLflow artifacts must not land in the current directory"
+
+
+@pytest.mark.parametrize("mixture", sorted((ROOT / "mixtures").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_mixture_loads(mixture):
+    from adapt.recipe.load import read_yaml, validate_data
+    from adapt.recipe.schema import MixtureFile
+
+    data, lines = read_yaml(mixture)
+    spec = validate_data(data, MixtureFile, mixture, lines)
+    assert abs(sum(spec.mixture.values()) - 1) < 1e-6

@@ -258,3 +258,30 @@ def test_server_down_at_start_sends_backlog_on_resume(tmp_path, server, caplog):
     assert run.info.artifact_uri.startswith(str(server.root / "art"))
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["notes.txt"]
     assert json.loads((run_dir / STATE_FILE).read_text())["run_id"] == resumed.run_id
+
+
+def test_training_survives_a_server_outage(make_recipe, tmp_path, server):
+    """`adapt train` against a real server that stops mid-run: training goes on with one
+    warning, and once the server is back every metric of metrics.jsonl is in the run."""
+    server.start()
+    recipe = make_recipe("outage", tracking={"uri": server.uri, "experiment": "outage"})
+    run_dir = tmp_path / "runs" / "outage"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "adapt", "train", str(recipe), "train.max_steps=240",
+               "train.batch_size=4", "train.logging_steps=1", "train.eval_steps=120", "train.save_steps=120"]
+    training = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    wait_for(lambda: (run_dir / "metrics.jsonl").is_file() and len(jsonl(run_dir / "metrics.jsonl")) > 10, 120)
+    server.stop()
+    stopped_at = len(jsonl(run_dir / "metrics.jsonl"))
+    wait_for(lambda: len(jsonl(run_dir / "metrics.jsonl")) > stopped_at + 20, 60)  # training goes on
+    server.start()
+    out, err = training.communicate(timeout=300)
+    assert training.returncode == 0, err[-3000:]
+    assert err.count("unreachable") == 1, err[-3000:]
+
+    client = MlflowClient(server.uri)
+    run_id = json.loads((run_dir / STATE_FILE).read_text())["run_id"]
+    local = {r["step"]: r["metrics"]["train/loss"] for r in jsonl(run_dir / "metrics.jsonl")
+             if "train/loss" in r["metrics"]}
+    assert history(client, run_id, "train/loss") == local and len(local) == 240
+    assert client.get_run(run_id).info.status == "FINISHED"

@@ -288,10 +288,12 @@ def _check_cross_references(loaded: LoadedRecipe) -> None:
 
 
 def _read_mixture_file(loaded: LoadedRecipe, ref: str) -> dict[str, float]:
-    path = Path(ref) if Path(ref).is_absolute() else loaded.base_dir / ref
-    if not path.is_file():
-        raise loaded.error(f"mixture file {ref!r} not found (looked at {path})", "data.mixture",
-                           fix="give a path relative to the recipe, e.g. mixtures/x.yaml")
+    """A mixture file, relative to the recipe's folder or else to the current directory."""
+    candidates = [Path(ref)] if Path(ref).is_absolute() else [loaded.base_dir / ref, Path.cwd() / ref]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise loaded.error(f"mixture file {ref!r} not found (looked at {', '.join(map(str, candidates))})",
+                           "data.mixture", fix="give a path relative to the recipe or the current directory")
     data, lines = read_yaml(path)
     return validate_data(data, MixtureFile, path, lines).mixture
 

@@ -40,10 +40,12 @@ class BuiltinModel(Section):
         default_factory=lambda: ["stdlib"],
         description="Pretraining corpus: 'stdlib' (this Python's standard library) and/or directories.",
     )
-    pretrain_tokens: int = Field(1_000_000, gt=0, description="Tokens of pretraining.")
+    pretrain_tokens: int = Field(
+        2_000_000, ge=0, description="Tokens of pretraining; 0 keeps random weights (for throughput benchmarks)."
+    )
     pretrain_seq_len: int = Field(256, gt=0)
-    pretrain_batch_size: int = Field(16, gt=0)
-    pretrain_lr: float = Field(2e-3, gt=0)
+    pretrain_batch_size: int = Field(8, gt=0)
+    pretrain_lr: float = Field(3e-3, gt=0)
     seed: int = 0
 
 

@@ -80,6 +80,7 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
         tracker.set_tags(provenance.tags(loaded.path, model_path, trainable, total))
         tracker.log_artifact(run_dir / "recipe.yaml")
         tracker.log_metrics(provenance.data_metrics(data.report), step=0)
+    state.status = "running"
     state.history.append({"event": "resumed" if resuming else "started", "argv": sys.argv[1:]})
     state.save(run_dir)
 

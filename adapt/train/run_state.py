@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapt.errors import AdaptError
 from adapt.fileio import write_json
 
 STATE_FILE = "run_state.json"
@@ -32,7 +33,11 @@ def load_state(run_dir: Path) -> RunState | None:
     path = run_dir / STATE_FILE
     if not path.is_file():
         return None
-    return RunState(**json.loads(path.read_text()))
+    try:
+        return RunState(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # written atomically, so only a hand edit breaks it
+        raise AdaptError(f"cannot read the run state ({exc})", file=str(path),
+                         fix="restore the file, or set train.output_dir to a new directory") from None
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
