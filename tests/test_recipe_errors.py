@@ -128,3 +128,16 @@ def test_unknown_trainer_arg(make_recipe, capsys):
 def test_missing_model_directory(make_recipe, capsys, tmp_path):
     code, err = run_cli(capsys, "validate", str(make_recipe()), f"model.base_model={tmp_path}/no-model")
     assert_user_error(code, err, "model.base_model", "does not exist")
+
+
+def test_override_into_a_missing_list_item(make_recipe, capsys):
+    code, err = run_cli(capsys, "validate", str(make_recipe()), "data.sources.5.name=x")
+    assert_user_error(code, err, "data.sources.5.name", "does not exist")
+
+
+def test_corrupt_run_state_is_a_user_error(make_recipe, capsys, tmp_path):
+    run_dir = tmp_path / "runs" / "recipe"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run_state.json").write_text("{not json")
+    code, err = run_cli(capsys, "train", str(make_recipe()))
+    assert_user_error(code, err, "run_state.json", "cannot read the run state")

@@ -117,24 +117,23 @@ def apply_override(data: dict, override: str, path: Path) -> None:
     parts = key.strip().split(".")
     _check_override_path(parts, path)
     target: Any = data
-    for i, part in enumerate(parts[:-1]):
+    try:
+        for part in parts[:-1]:
+            target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
         if isinstance(target, list):
-            target = target[int(part)]
+            target[int(parts[-1])] = value
         else:
-            target = target.setdefault(part, {})
-    if isinstance(target, list):
-        target[int(parts[-1])] = value
-    else:
-        target[parts[-1]] = value
-    if not isinstance(data, dict):
-        raise AdaptError("the recipe must be a mapping", file=str(path))
+            target[parts[-1]] = value
+    except (IndexError, ValueError, AttributeError, TypeError):
+        raise AdaptError("override path does not exist in the recipe", file=str(path), key=key.strip(),
+                         fix="list items are numbered from 0, e.g. data.sources.0.include=['*.c']") from None
 
 
 def _check_override_path(parts: list[str], path: Path) -> None:
     model: Any = Recipe
     for i, part in enumerate(parts):
         done = ".".join(parts[: i + 1])
-        if model is None or part in _OPEN_MAPS and i == len(parts) - 1:
+        if model is None:
             return
         if isinstance(model, type) and issubclass(model, BaseModel):
             if part not in model.model_fields:
