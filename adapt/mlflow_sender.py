@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from adapt.fileio import write_json
 from adapt.tracking import METRICS_FILE, OUTBOX_FILE, STATE_FILE, file_size, read_records
 
 log = logging.getLogger("adapt.tracking")
@@ -248,10 +249,7 @@ class Sender:
     def _commit(self, **changes) -> None:
         """Save the cursor after each request that succeeded; a crash then resends at most one."""
         self._state.update(changes)
-        path = self.run_dir / STATE_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self._state), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(self.run_dir / STATE_FILE, self._state)
         with self._progress:
             self._progress.notify_all()
 
