@@ -5,7 +5,7 @@ from __future__ import annotations
 from adapt.recipe.schema import AdapterSection
 
 
-def lora_config(adapter: AdapterSection):
+def lora_config(adapter: AdapterSection, **extra):
     from peft import LoraConfig
 
     return LoraConfig(
@@ -17,18 +17,26 @@ def lora_config(adapter: AdapterSection):
         use_dora=adapter.use_dora,
         modules_to_save=adapter.modules_to_save,
         task_type="CAUSAL_LM",
+        **extra,
     )
 
 
-def apply_adapter(model, adapter: AdapterSection, gradient_checkpointing: bool = False):
-    """Wrap ``model`` for training: unchanged for full fine-tuning, a peft model otherwise."""
+def apply_adapter(model, adapter: AdapterSection, gradient_checkpointing: bool = False,
+                  new_token_ids: list[int] | None = None):
+    """Wrap ``model`` for training: unchanged for full fine-tuning, a peft model otherwise.
+    ``new_token_ids`` (e.g. added FIM sentinels) get trainable embedding rows under LoRA."""
     if adapter.method == "full":
         return model
     from peft import get_peft_model, prepare_model_for_kbit_training
 
+    extra = {}
+    if new_token_ids:
+        from adapt.data.fim import lora_trainable_token_kwargs
+
+        extra = lora_trainable_token_kwargs(new_token_ids, model)
     if adapter.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    return get_peft_model(model, lora_config(adapter))
+    return get_peft_model(model, lora_config(adapter, **extra))
 
 
 def disable_bnb_cpu_fast_path(model) -> int:

@@ -111,8 +111,7 @@ def train_tokenizer(files: list[Path], vocab_size: int):
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    skipped: dict[str, int] = {}
-    backend.train_from_iterator((t for p in files if (t := read_text_file(p, skipped))), trainer=trainer)
+    backend.train_from_iterator((t for p in files if (t := read_text_file(p)[0])), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, bos_token=EOS, pad_token=PAD)
 
 
@@ -142,8 +141,7 @@ def _pretrain(spec: BuiltinModel, tokenizer, files: list[Path], work: Path):
     model = LlamaForCausalLM(tiny_llama_config(spec, tokenizer))
     if spec.pretrain_tokens == 0:
         return model, float("nan")
-    skipped: dict[str, int] = {}
-    docs = tokenize_documents(((p, t) for p in files if (t := read_text_file(p, skipped))), tokenizer,
+    docs = tokenize_documents(((p, t) for p in files if (t := read_text_file(p)[0])), tokenizer,
                               desc="builtin corpus", total=len(files))
     per_step = spec.pretrain_seq_len * spec.pretrain_batch_size
     steps = max(1, spec.pretrain_tokens // per_step)

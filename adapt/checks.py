@@ -38,10 +38,10 @@ def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_
     from adapt.device import cpu_has_bf16
 
     recipe = loaded.recipe
-    tokens = {name: int(_bytes(src.train) / BYTES_PER_TOKEN) for name, src in sources.items()}
+    tokens = {name: int(_bytes(src, src.train) / BYTES_PER_TOKEN) for name, src in sources.items()}
     shares = {n: s for n, s in recipe.data.mixture.items() if s > 0}
     steps = budget_steps(recipe.train, tokens, shares, world_size)
-    eval_tokens = sum(min(spec.max_tokens, int(_bytes(sources[spec.source].heldout) / BYTES_PER_TOKEN))
+    eval_tokens = sum(min(spec.max_tokens, int(_bytes(sources[spec.source], sources[spec.source].heldout) / BYTES_PER_TOKEN))
                       for spec in recipe.data.eval.values())
     device = "cpu-bf16" if recipe.train.precision in ("auto", "bf16") and cpu_has_bf16() else "cpu-fp32"
     return {
@@ -56,11 +56,13 @@ def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_
     }
 
 
-def _bytes(refs) -> int:
+def _bytes(source: ResolvedSource, refs) -> int:
+    if source.sizes:
+        return sum(source.sizes.get(ref.path, 0) for ref in refs)
     total = 0
     for ref in refs:
         try:
-            total += ref.path.stat().st_size if not ref.line else 0
+            total += (source.root / ref.path).stat().st_size if not ref.line else 0
         except OSError:
             pass
     return total

@@ -41,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print the cost report as JSON")
     validate.set_defaults(run=_validate)
 
+    data = commands.add_parser("data", help="prepare the data and write the data report, without training",
+                               description="Read, curate, FIM-transform, tokenize (cached) and mix the recipe's "
+                                           "data, then write data_report.json/.md and data_manifest.jsonl into "
+                                           "the run directory.")
+    data.add_argument("recipe")
+    data.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    data.set_defaults(run=_data)
+
     train = commands.add_parser("train", help="run a recipe (resumes if its run directory exists)",
                                 description="Run a recipe. Running it again on the same output directory "
                                             "resumes from the last complete checkpoint in the same MLflow run.")
@@ -99,6 +107,27 @@ def _cost_table(cost: dict) -> str:
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _data(args) -> int:
+    from adapt.checks import check_recipe
+    from adapt.data.prepare import prepare_data
+    from adapt.data.report import REPORT_MD, markdown, write_data_outputs
+    from adapt.model import load_tokenizer, resolve_model_path
+    from adapt.recipe import load_recipe
+    from adapt.train.cpt import fim_sentinels, run_dir_of
+
+    loaded = load_recipe(args.recipe, args.overrides)
+    check_recipe(loaded)
+    tokenizer = load_tokenizer(resolve_model_path(loaded.recipe.model), loaded.recipe.model.trust_remote_code)
+    sentinels, _ = fim_sentinels(loaded, tokenizer)
+    data = prepare_data(loaded, tokenizer, sentinels=sentinels)
+    run_dir = run_dir_of(loaded)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_data_outputs(run_dir, data.report, data.manifest)
+    print(markdown(data.report))
+    print(f"adapt: data report in {run_dir / REPORT_MD}")
+    return 0
 
 
 def _train(args) -> int:

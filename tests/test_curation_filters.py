@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adapt.data.curation.filters import FilterSpec, language_of, load_filtered, path_verdict, text_verdict
+from adapt.data.curation.filters import FilterSpec, language_of, path_verdict, text_verdict
+from adapt.data.sources import read_text_file
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 SPEC = FilterSpec()
@@ -54,19 +55,14 @@ def test_vendored_paths_are_judged_relative_to_the_source_root(tmp_path):
     assert path_verdict(Path("vendor/x.go"), FilterSpec(drop_vendored=False)) is None
     # A checkout that happens to live under a build/ directory keeps its files.
     root = tmp_path / "build" / "repo"
-    (root / "src").mkdir(parents=True)
-    (root / "src" / "main.c").write_text("int main(void) { return 0; }\n")
-    counts: dict[str, int] = {}
-    assert load_filtered(root / "src" / "main.c", SPEC, counts, root=root) is not None and counts == {}
+    assert path_verdict((root / "src" / "main.c").relative_to(root), SPEC) is None
 
 
 def test_binary_and_non_utf8_files_are_counted_by_the_shared_reader(tmp_path):
     (tmp_path / "firmware.c").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4)
     (tmp_path / "latin1.c").write_bytes("/* Gr\xfc\xdfe */\nint x;\n".encode("latin-1"))
-    counts: dict[str, int] = {}
-    assert load_filtered(tmp_path / "firmware.c", SPEC, counts) is None
-    assert load_filtered(tmp_path / "latin1.c", SPEC, counts) is None
-    assert counts == {"binary": 1, "not_utf8": 1}
+    assert read_text_file(tmp_path / "firmware.c") == (None, "binary")
+    assert read_text_file(tmp_path / "latin1.c") == (None, "not_utf8")
 
 
 def test_one_overlong_line_drops_a_file():
@@ -100,7 +96,8 @@ def test_language_include_and_exclude_lists():
 
 
 def test_ordinary_stdlib_code_passes():
-    counts: dict[str, int] = {}
-    files = sorted((STDLIB / "email").rglob("*.py")) + [STDLIB / n for n in ("argparse.py", "textwrap.py")]
-    kept = [p for p in files if load_filtered(p, SPEC, counts, root=STDLIB) is not None]
-    assert counts == {} and len(kept) == len(files) > 30
+    files = [p for p in sorted((STDLIB / "email").rglob("*.py")) if p.stat().st_size] + [
+        STDLIB / n for n in ("argparse.py", "textwrap.py")]
+    verdicts = [path_verdict(p.relative_to(STDLIB), SPEC) or text_verdict(p, read_text_file(p)[0], SPEC)
+                for p in files]
+    assert verdicts == [None] * len(files) and len(files) > 25

@@ -83,7 +83,7 @@ def find_sentinels(tokenizer) -> FimSentinels | None:
     return None
 
 
-def add_sentinels(tokenizer, model) -> tuple[FimSentinels, list[int]]:
+def add_sentinels(tokenizer, model=None) -> tuple[FimSentinels, list[int]]:
     """Add prefix/middle/suffix as special tokens, grow the embeddings, return their ids.
 
     No pad token: document-level FIM never pads, and a row no sample contains would stay untrained.
@@ -102,6 +102,8 @@ def add_sentinels(tokenizer, model) -> tuple[FimSentinels, list[int]]:
     names = [ADDED.prefix, ADDED.middle, ADDED.suffix]
     tokenizer.add_tokens([AddedToken(n, special=True, normalized=False) for n in names], special_tokens=True)
     ids = tokenizer.convert_tokens_to_ids(names)
+    if model is None:  # data preparation alone (`adapt data`) needs only the tokenizer
+        return ADDED, ids
     if max(ids) >= model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows set below
     layers = [model.get_input_embeddings(), model.get_output_embeddings()]

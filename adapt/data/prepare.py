@@ -1,18 +1,21 @@
-"""The data stage of a run: sources -> tokens (cached) -> mixture -> packed train and eval sets.
+"""The data stage of a run: sources -> curation -> FIM -> tokens (cached) -> mixture -> packed
+train and eval sets.
 
 It also fixes the step budget, since a budget in tokens or epochs depends on the data, and
-writes down what it did in a report that is logged with the run.
+writes down what it did: a report (JSON and markdown) and a manifest of every file.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from adapt.data.curation.pipeline import Curator
 from adapt.data.mixture import MixtureError, budget_steps, plan_mixture
 from adapt.data.packing import PAD, BlockDataset, pack
-from adapt.data.sources import ResolvedSource, resolve_sources
+from adapt.data.sources import ResolvedSource, filter_spec, resolve_sources
 from adapt.data.tokens import TokenizedDocs, tokenize_documents
 from adapt.recipe.load import LoadedRecipe
 
@@ -23,18 +26,29 @@ class PreparedData:
     eval: dict[str, BlockDataset]
     steps: int
     report: dict = field(default_factory=dict)
+    manifest: list[dict] = field(default_factory=list)
 
 
-def prepare_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1) -> PreparedData:
+def fim_sources(loaded: LoadedRecipe) -> list[str]:
+    return [s.name for s in loaded.recipe.data.sources if getattr(s, "fim", None) is not None]
+
+
+def prepare_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1, sentinels=None) -> PreparedData:
+    """``sentinels`` (``adapt.data.fim.FimSentinels``) are needed when a source asks for FIM."""
     recipe = loaded.recipe
     seq_len = recipe.train.seq_len
     shares = {name: share for name, share in recipe.data.mixture.items() if share > 0}
     sources = resolve_sources(loaded)
-    train_docs = {name: _tokenize(loaded, sources[name], "train", tokenizer) for name in shares}
+    curator = Curator(recipe.data.curation, filter_spec(loaded))
+
+    # Held-out first: eval documents must exist before training documents are checked against them.
     eval_sets = {}
     for set_name, spec in recipe.data.eval.items():
-        docs = _tokenize(loaded, sources[spec.source], "heldout", tokenizer, key=f"data.eval.{set_name}")
+        docs = _tokenize(loaded, curator, sources[spec.source], "heldout", tokenizer, key=f"data.eval.{set_name}")
         eval_sets[set_name] = docs.capped(spec.max_tokens_per_file, spec.max_tokens)
+    fim_modes: Counter = Counter()
+    train_docs = {name: _tokenize(loaded, curator, sources[name], "train", tokenizer, sentinels=sentinels,
+                                  fim_modes=fim_modes) for name in shares}
 
     steps = budget_steps(recipe.train, {n: d.num_tokens for n, d in train_docs.items()}, shares, world_size)
     blocks = {name: pack(docs.tokens, seq_len) for name, docs in train_docs.items()}
@@ -51,37 +65,56 @@ def prepare_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1) -> Prepar
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train = BlockDataset(train_blocks, pad_id)
     evals = {name: BlockDataset(pack(tokens, seq_len), pad_id) for name, tokens in eval_sets.items()}
-    report = _report(sources, train_docs, plan, train_blocks, shares, evals, steps)
-    return PreparedData(train, evals, steps, report)
+    report = _report(sources, train_docs, plan, train_blocks, shares, evals, steps, fim_modes)
+    report["curation"] = curator.report()
+    return PreparedData(train, evals, steps, report, curator.manifest)
 
 
-def _tokenize(loaded: LoadedRecipe, source: ResolvedSource, split: str, tokenizer,
-              key: str | None = None) -> TokenizedDocs:
+def _tokenize(loaded: LoadedRecipe, curator: Curator, source: ResolvedSource, split: str, tokenizer,
+              key: str | None = None, sentinels=None, fim_modes: Counter | None = None) -> TokenizedDocs:
     refs = source.train if split == "train" else source.heldout
-    docs = tokenize_documents(source.read(refs), tokenizer, desc=f"{source.name}/{split}", total=len(refs))
-    if docs.num_tokens == 0:
+    docs = curator.documents(source, refs, split)
+    fim = getattr(loaded.recipe.data.source(source.name), "fim", None) if split == "train" else None
+    if fim is not None:
+        docs = _with_fim(docs, fim, sentinels, fim_modes)
+    tokenized = tokenize_documents(docs, tokenizer, desc=f"{source.name}/{split}", total=len(refs))
+    if tokenized.num_tokens == 0:
         index = [s.name for s in loaded.recipe.data.sources].index(source.name)
-        what = "has no held-out documents" if split == "heldout" else "has no readable documents"
+        what = "has no held-out documents" if split == "heldout" else "has no documents left after curation"
         raise loaded.error(f"source {source.name!r} {what}", key or f"data.sources.{index}",
-                           fix="add files, or raise heldout.fraction / heldout.min_files for eval sets")
-    return docs
+                           fix="add files, relax data.curation, or raise heldout.fraction / heldout.min_files")
+    return tokenized
 
 
-def _report(sources, train_docs, plan, train_blocks, shares, evals, steps) -> dict:
-    real = (train_blocks != PAD)
+def _with_fim(docs, fim, sentinels, modes: Counter):
+    """FIM on whole documents only: it runs before tokenizing and packing cut them into blocks."""
+    from adapt.data.fim import FimSpec, fim_transform
+
+    spec = FimSpec(rate=fim.rate, spm_rate=fim.spm_rate, seed=fim.seed)
+    for name, text in docs:
+        text, mode = fim_transform(text, name, spec, sentinels)
+        modes[mode] += 1
+        yield name, text
+
+
+def _report(sources, train_docs, plan, train_blocks, shares, evals, steps, fim_modes) -> dict:
+    real = train_blocks != PAD
     fed = {name: 0 for name in plan.counts}
     for (name, _), row in zip(plan.order, real):
         fed[name] += int(row.sum())
     total_fed = sum(fed.values()) or 1
+    fim_docs = sum(fim_modes.values())
     return {
         "steps": steps,
         "train_tokens": total_fed,
+        "packing": {"efficiency": float(real.mean()) if real.size else 0.0, "truncated_tokens": 0},
         "sources": {
             name: {
                 "train_documents": len(src.train),
                 "heldout_documents": len(src.heldout),
-                "skipped": dict(src.skipped),
                 "tokens": train_docs[name].num_tokens if name in train_docs else None,
+                "revision": src.revision,
+                "licence": src.licence,
             } for name, src in sources.items()
         },
         "mixture": {
@@ -89,5 +122,7 @@ def _report(sources, train_docs, plan, train_blocks, shares, evals, steps) -> di
                    "repetition": round(plan.repetition[name], 4)}
             for name in plan.counts
         },
+        "fim": {"documents": fim_docs, **{mode: n for mode, n in fim_modes.items()},
+                "realised_rate": (fim_docs - fim_modes.get("none", 0)) / fim_docs if fim_docs else None},
         "eval": {name: {"tokens": ds.num_tokens, "blocks": len(ds)} for name, ds in evals.items()},
     }

@@ -1,74 +1,90 @@
 """Sources: turn each recipe source into documents, split into train and held-out by whole file.
 
-A document is one file (or one jsonl record). Files are read lazily, in sorted order, so the
-same recipe on the same files always yields the same documents and the same split.
+A document is one file (or one jsonl record). Files are listed in sorted order, so the same
+recipe on the same files always yields the same documents and the same split. Listing already
+applies the path filters (vendored trees, lock files, languages, size), so a 100 MB file or a
+``node_modules`` tree is never read; what they drop is kept in ``dropped`` for the manifest.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+from adapt.data import git
 from adapt.errors import AdaptError
 from adapt.recipe.load import LoadedRecipe
-from adapt.recipe.schema import BuiltinCorpusSource, FilesSource, HeldOut, JsonlSource
+from adapt.recipe.schema import BuiltinCorpusSource, FilesSource, GitSource, HeldOut, JsonlSource
 
 
 @dataclass(frozen=True)
 class DocRef:
-    """Where a document comes from: a file, or one line of a jsonl file (``line`` >= 1)."""
+    """Where a document comes from: a file (relative to its source's root), or one line of a
+    jsonl file (``line`` >= 1)."""
 
-    path: Path
+    path: str
     line: int = 0
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{self.path}:{self.line}" if self.line else self.path
 
 
 @dataclass
 class ResolvedSource:
-    """A source's documents, split by whole document into train and held-out, with skip counts."""
+    """A source's documents, split by whole document into train and held-out."""
 
     name: str
+    kind: str
+    root: Path
     train: list[DocRef]
     heldout: list[DocRef]
     text_field: str | None = None
-    skipped: dict[str, int] = field(default_factory=dict)
+    revision: str | None = None  # git: the commit the files were read at
+    licence: str | None = None  # the source's default: the recipe's, or its root's LICENSE
+    curated: bool = True  # the built-in corpus is adapt's own and fixed, so it is not curated
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes per path, where the listing knows them
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) by the listing
 
-    def read(self, refs: list[DocRef]) -> Iterator[tuple[DocRef, str]]:
-        """Yield (ref, text) for each readable, non-empty document; unreadable ones are counted."""
-        if self.text_field is None:
+    def read(self, refs: list[DocRef]) -> Iterator[tuple[DocRef, str | None, str | None]]:
+        """Yield (ref, text, None) for each readable document, (ref, None, reason) for the others."""
+        if self.kind == "git":
+            for path, raw in git.read_blobs(self.root, self.revision, [r.path for r in refs]):
+                yield DocRef(path), *decode_text(raw)
+        elif self.text_field is not None:
+            for path, group in _group_by_path(refs):
+                wanted = {r.line for r in group}
+                for line_no, record in _jsonl_records(self.root / path, self.text_field):
+                    if line_no in wanted:
+                        yield DocRef(path, line_no), (record or None), (None if record else "empty")
+        else:
             for ref in refs:
-                text = read_text_file(ref.path, self.skipped)
-                if text:
-                    yield ref, text
-            return
-        for path, group in _group_by_path(refs):
-            wanted = {r.line for r in group}
-            for line_no, record in _jsonl_records(path, self.text_field):
-                if line_no in wanted and record:
-                    yield DocRef(path, line_no), record
+                yield ref, *read_text_file(self.root / ref.path)
 
 
-def read_text_file(path: Path, skipped: dict[str, int]) -> str | None:
-    """The file's text, or None (counted in ``skipped``) if it is unreadable, binary or not UTF-8."""
+def read_text_file(path: Path) -> tuple[str | None, str | None]:
+    """(text, None), or (None, reason) if the file is unreadable, binary, not UTF-8 or empty."""
     try:
         raw = path.read_bytes()
     except OSError:
-        skipped["unreadable"] = skipped.get("unreadable", 0) + 1
-        return None
+        return None, "unreadable"
+    return decode_text(raw)
+
+
+def decode_text(raw: bytes) -> tuple[str | None, str | None]:
     if b"\0" in raw[:8192]:
-        skipped["binary"] = skipped.get("binary", 0) + 1
-        return None
+        return None, "binary"
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        skipped["not_utf8"] = skipped.get("not_utf8", 0) + 1
-        return None
+        return None, "not_utf8"
+    return (text, None) if text else (None, "empty")
 
 
 def resolve_sources(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
@@ -76,8 +92,8 @@ def resolve_sources(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
     resolved = {}
     for i, source in enumerate(loaded.recipe.data.sources):
         key = f"data.sources.{i}"
-        if isinstance(source, FilesSource):
-            resolved[source.name] = _resolve_files(loaded, source, key)
+        if isinstance(source, (FilesSource, GitSource)):
+            resolved[source.name] = _resolve_tree(loaded, source, key)
         elif isinstance(source, JsonlSource):
             resolved[source.name] = _resolve_jsonl(loaded, source, key)
         elif isinstance(source, BuiltinCorpusSource):
@@ -98,33 +114,105 @@ def split_heldout(refs: list[DocRef], heldout: HeldOut) -> tuple[list[DocRef], l
     return train, [r for i, r in enumerate(refs) if i in chosen]
 
 
+def glob_matcher(patterns: list[str]):
+    """A matcher for POSIX relative paths: ``*`` stays within a folder, ``**/`` spans any number."""
+    regex = "|".join(_glob_regex(p) for p in patterns)
+    return re.compile(f"(?:{regex})\\Z").match
+
+
+@lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> str:
+    out, i = [], 0
+    while i < len(pattern):
+        char, close = pattern[i], pattern.find("]", i + 2)
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]*/)*")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if char == "[" and close != -1:
+            body = pattern[i + 1: close].replace("\\", "\\\\")
+            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
+            i = close + 1
+            continue
+        out.append({"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char)))
+        i += 1
+    return "".join(out)
+
+
 # --------------------------------------------------------------------------- kinds
 
 
-def _resolve_files(loaded: LoadedRecipe, source: FilesSource, key: str) -> ResolvedSource:
-    root = _files_root(loaded, source, key)
-    matched: set[Path] = set()
-    for pattern in source.include:
-        matched.update(p for p in root.glob(pattern) if p.is_file())
-    excluded = {p for pattern in source.exclude for p in root.glob(pattern)}
-    skipped: dict[str, int] = {}
-    files = []
-    for path in sorted(matched - excluded):
-        if path.stat().st_size > source.max_file_bytes:
-            skipped["too_large"] = skipped.get("too_large", 0) + 1
-        elif path.stat().st_size == 0:
-            skipped["empty"] = skipped.get("empty", 0) + 1
+def _resolve_tree(loaded: LoadedRecipe, source: FilesSource | GitSource, key: str) -> ResolvedSource:
+    """Files of a directory or a git revision, through the include/exclude globs and path filters."""
+    from adapt.data.curation.filters import path_verdict
+    from adapt.data.curation.licences import repo_licence
+
+    spec = filter_spec(loaded)
+    include, exclude = glob_matcher(source.include), glob_matcher(source.exclude or ["\0"])
+    if isinstance(source, GitSource):
+        root = _path(loaded, source.repo)
+        revision, listing = git.list_files(root, source.revision, loaded.error, f"{key}.repo")
+        licence = source.licence or git.licence_at(root, revision)
+    else:
+        root, revision = _files_root(loaded, source, key), None
+        listing = _walk(root)
+        licence = source.licence or repo_licence(root)
+    matched, kept, dropped, sizes = 0, [], [], {}
+    for rel, size in listing:
+        if not include(rel) or exclude(rel):
+            continue
+        matched += 1
+        reason = "too_large" if size > spec.max_file_bytes else "empty" if size == 0 else path_verdict(Path(rel), spec)
+        if reason:
+            dropped.append((rel, reason))
         else:
-            files.append(DocRef(path))
+            kept.append(DocRef(rel))
+            sizes[rel] = size
     if not matched:
         raise loaded.error(f"no file under {root} matches {source.include}", f"{key}.include",
-                           fix="check the globs; '**/*.c' matches .c files in all subdirectories")
-    if not files:
-        raise loaded.error(f"source {source.name!r} is empty: all {len(matched)} matched files were skipped "
-                           f"({_counts(skipped)})", f"{key}.include",
-                           fix="include non-empty text files, or raise max_file_bytes")
-    train, heldout = split_heldout(files, source.heldout)
-    return ResolvedSource(source.name, train, heldout, skipped=skipped)
+                           fix="check the globs; '**/*.c' matches .c files in all folders")
+    if not kept:
+        reasons = sorted({r for _, r in dropped})
+        raise loaded.error(f"source {source.name!r} is empty: all {matched} matched files were dropped "
+                           f"({', '.join(reasons)})", f"{key}.include",
+                           fix="include non-empty text files, or relax data.curation.filters")
+    train, heldout = split_heldout(kept, source.heldout)
+    return ResolvedSource(source.name, source.kind, root, train, heldout, revision=revision,
+                          licence=licence, dropped=dropped, sizes=sizes)
+
+
+def filter_spec(loaded: LoadedRecipe):
+    from adapt.data.curation.filters import FilterSpec
+
+    try:
+        return FilterSpec(**loaded.recipe.data.curation.filters.model_dump())
+    except ValueError as exc:
+        raise loaded.error(str(exc), "data.curation.filters.languages") from None
+
+
+def _walk(root: Path) -> list[tuple[str, int]]:
+    """(relative POSIX path, size) of every regular file; symlinks to folders are not followed,
+    so a symlink loop cannot hang the listing."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            try:
+                if path.is_file():
+                    found.append((path.relative_to(root).as_posix(), path.stat().st_size))
+            except OSError:  # a dangling symlink or a file removed meanwhile
+                continue
+    return found
+
+
+def _path(loaded: LoadedRecipe, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else loaded.base_dir / path
 
 
 def _files_root(loaded: LoadedRecipe, source: FilesSource, key: str) -> Path:
@@ -135,8 +223,7 @@ def _files_root(loaded: LoadedRecipe, source: FilesSource, key: str) -> Path:
                                fix="install it, or point root: at a directory")
         locations = list(spec.submodule_search_locations or [Path(spec.origin).parent])
         return Path(locations[0])
-    root = Path(source.root or ".").expanduser()
-    root = root if root.is_absolute() else loaded.base_dir / root
+    root = _path(loaded, source.root or ".")
     if not root.is_dir():
         raise loaded.error(f"directory {root} does not exist", f"{key}.root",
                            fix="give an existing directory (relative paths start at the recipe's folder)")
@@ -146,19 +233,18 @@ def _files_root(loaded: LoadedRecipe, source: FilesSource, key: str) -> Path:
 def _resolve_jsonl(loaded: LoadedRecipe, source: JsonlSource, key: str) -> ResolvedSource:
     paths: list[Path] = []
     for i, pattern in enumerate(source.paths):
-        direct = Path(pattern).expanduser()
-        direct = direct if direct.is_absolute() else loaded.base_dir / direct
-        found = sorted(p for p in loaded.base_dir.glob(pattern) if p.is_file()) if not direct.exists() else [direct]
+        direct = _path(loaded, pattern)
+        found = [direct] if direct.is_file() else sorted(p for p in loaded.base_dir.glob(pattern) if p.is_file())
         if not found:
             raise loaded.error(f"{pattern!r} matches no file (looked in {loaded.base_dir})", f"{key}.paths.{i}",
                                fix="give an existing jsonl file or a glob relative to the recipe")
         paths.extend(found)
-    refs = [DocRef(path, line) for path in paths for line, _ in _jsonl_records(path, source.text_field)]
+    refs = [DocRef(str(path), line) for path in paths for line, _ in _jsonl_records(path, source.text_field)]
     if not refs:
         raise loaded.error(f"source {source.name!r} has no records with a {source.text_field!r} field",
                            f"{key}.paths", fix="check the files, or set text_field")
     train, heldout = split_heldout(refs, source.heldout)
-    return ResolvedSource(source.name, train, heldout, text_field=source.text_field)
+    return ResolvedSource(source.name, source.kind, Path("/"), train, heldout, text_field=source.text_field)
 
 
 def _jsonl_records(path: Path, text_field: str) -> Iterator[tuple[int, str]]:
@@ -184,15 +270,12 @@ def _resolve_builtin(loaded: LoadedRecipe, source: BuiltinCorpusSource, key: str
         raise loaded.error("builtin_corpus needs the built-in base model", f"{key}.kind",
                            fix="set model.base_model: builtin, or use a files source for replay")
     train, heldout = corpus_split(loaded.recipe.model.builtin)
-    return ResolvedSource(source.name, [DocRef(p) for p in train], [DocRef(p) for p in heldout])
+    return ResolvedSource(source.name, source.kind, Path("/"), [DocRef(str(p)) for p in train],
+                          [DocRef(str(p)) for p in heldout], curated=False)
 
 
-def _group_by_path(refs: list[DocRef]) -> Iterator[tuple[Path, list[DocRef]]]:
-    by_path: dict[Path, list[DocRef]] = {}
+def _group_by_path(refs: list[DocRef]) -> Iterator[tuple[str, list[DocRef]]]:
+    by_path: dict[str, list[DocRef]] = {}
     for ref in refs:
         by_path.setdefault(ref.path, []).append(ref)
     yield from by_path.items()
-
-
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"

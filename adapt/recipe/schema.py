@@ -95,6 +95,15 @@ class HeldOut(Section):
     seed: int = 1234
 
 
+class FimSection(Section):
+    """Fill-in-the-middle for code (Bavarian et al. 2022): a share ``rate`` of whole documents is
+    rearranged prefix-suffix-middle, ``spm_rate`` of those in SPM order. Code Llama used 0.9/0.5."""
+
+    rate: float = Field(0.5, ge=0, le=1)
+    spm_rate: float = Field(0.5, ge=0, le=1)
+    seed: int = 0
+
+
 class FilesSource(Section):
     """Local text or code files matched by globs under a root directory or an installed package."""
 
@@ -104,14 +113,29 @@ class FilesSource(Section):
     package: str | None = Field(None, description="Use an installed Python package's directory as root.")
     include: list[str] = Field(default_factory=lambda: ["**/*"], min_length=1)
     exclude: list[str] = Field(default_factory=list)
-    max_file_bytes: int = Field(2_000_000, gt=0)
     heldout: HeldOut = Field(default_factory=HeldOut)
+    fim: FimSection | None = None
+    licence: str | None = Field(None, description="SPDX id for files without one (default: the root's LICENSE).")
 
     @model_validator(mode="after")
     def _one_root(self) -> "FilesSource":
         if self.root and self.package:
             raise ValueError("give either root or package, not both")
         return self
+
+
+class GitSource(Section):
+    """The tracked files of a local git repository at a revision (read with git, no checkout)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["git"]
+    repo: str = Field(description="Path to the repository, relative to the recipe's folder.")
+    revision: str = "HEAD"
+    include: list[str] = Field(default_factory=lambda: ["**/*"], min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+    heldout: HeldOut = Field(default_factory=HeldOut)
+    fim: FimSection | None = None
+    licence: str | None = Field(None, description="SPDX id for files without one (default: the repo's LICENSE).")
 
 
 class JsonlSource(Section):
@@ -122,6 +146,7 @@ class JsonlSource(Section):
     paths: list[str] = Field(min_length=1, description="Files or globs, relative to the recipe.")
     text_field: str = "text"
     heldout: HeldOut = Field(default_factory=HeldOut)
+    fim: FimSection | None = None
 
 
 class BuiltinCorpusSource(Section):
@@ -134,7 +159,56 @@ class BuiltinCorpusSource(Section):
     kind: Literal["builtin_corpus"]
 
 
-Source = Annotated[Union[FilesSource, JsonlSource, BuiltinCorpusSource], Field(discriminator="kind")]
+Source = Annotated[Union[FilesSource, GitSource, JsonlSource, BuiltinCorpusSource], Field(discriminator="kind")]
+
+
+class FilterSection(Section):
+    """Drop files that teach a code model nothing (see ``adapt.data.curation.filters``)."""
+
+    max_file_bytes: int = Field(1_000_000, gt=0, description="Larger files are skipped unread.")
+    max_line_length: int = Field(1000, ge=0)
+    max_avg_line_length: float = Field(200.0, ge=0)
+    min_alnum_fraction: float = Field(0.25, ge=0, le=1)
+    drop_generated: bool = True
+    drop_vendored: bool = True
+    languages: list[str] | None = None
+    exclude_languages: list[str] = Field(default_factory=list)
+
+
+class DedupSection(Section):
+    """Exact dedup by content hash and near-dedup by MinHash LSH (BigCode: 5-gram shingles)."""
+
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(0.85, gt=0, le=1)
+    ngram: int = Field(5, gt=0)
+    num_perm: int = Field(256, ge=16)
+
+
+class LicenceSection(Section):
+    """Licence policy on SPDX ids; ``deny`` wins over ``allow``; None allows every licence."""
+
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+    unknown: Literal["keep", "drop"] = "keep"
+
+
+class DecontaminationSection(Section):
+    """Drop training documents that share long n-grams with the held-out (eval) documents."""
+
+    enabled: bool = True
+    ngram: int = Field(32, ge=8, description="Words per n-gram.")
+    max_overlap: float = Field(0.1, ge=0, le=1, description="Largest share of a document's n-grams seen in eval.")
+
+
+class CurationSection(Section):
+    """What of an organisation's code may enter training; every step is counted in the data report."""
+
+    filters: FilterSection = Field(default_factory=FilterSection)
+    dedup: DedupSection = Field(default_factory=DedupSection)
+    secrets: Literal["redact", "drop", "off"] = "redact"
+    licences: LicenceSection = Field(default_factory=LicenceSection)
+    decontamination: DecontaminationSection = Field(default_factory=DecontaminationSection)
 
 
 class EvalSet(Section):
@@ -151,6 +225,7 @@ class DataSection(Section):
         None, description="Token shares per source summing to 1, or a mixture file path."
     )
     max_repetition: float = Field(4.0, ge=1, description="Most passes over any source's tokens.")
+    curation: CurationSection = Field(default_factory=CurationSection)
     eval: dict[str, EvalSet] = Field(default_factory=dict)
     seed: int = 0
 

@@ -17,7 +17,8 @@ import yaml
 
 from adapt.checks import check_recipe
 from adapt.errors import AdaptError
-from adapt.fileio import atomic_write, write_json
+from adapt.fileio import atomic_write
+from adapt.data.report import DATA_OUTPUTS
 from adapt.recipe.load import LoadedRecipe
 from adapt.train import provenance
 from adapt.train.run_state import RunState, changed_keys, load_state
@@ -52,6 +53,7 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
 
     from adapt.adapters import apply_adapter, trainable_parameters
     from adapt.data.prepare import prepare_data
+    from adapt.data.report import write_data_outputs
     from adapt.model import load_model, load_tokenizer, resolve_model_path
     from adapt.tracking import open_tracker
     from adapt.train.arguments import training_arguments
@@ -62,11 +64,12 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     model_path = resolve_model_path(recipe.model)
     tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
-    data = prepare_data(loaded, tokenizer, world_size)
-    write_json(run_dir / "data_report.json", data.report)
     model = load_model(model_path, recipe.model, recipe.adapter)
+    sentinels, new_token_ids = fim_sentinels(loaded, tokenizer, model)
+    data = prepare_data(loaded, tokenizer, world_size, sentinels)
+    data_files = write_data_outputs(run_dir, data.report, data.manifest)
     set_seed(recipe.train.seed)  # the adapter's initial weights come from the global RNG
-    model = apply_adapter(model, recipe.adapter, recipe.train.gradient_checkpointing)
+    model = apply_adapter(model, recipe.adapter, recipe.train.gradient_checkpointing, new_token_ids)
     trainable, total = trainable_parameters(model)
 
     tracking = recipe.tracking
@@ -120,7 +123,8 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
     # ---- save
     final_dir = run_dir / "final"
     _save_final(trainer, tokenizer, final_dir)
-    tracker.log_artifact(run_dir / "data_report.json")
+    for path in data_files:
+        tracker.log_artifact(path, "data")
     if tracking.log_model:
         tracker.log_artifact(final_dir, "model")
     summary = summary_table(read_metrics(run_dir / "metrics.jsonl"))
@@ -135,11 +139,22 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
     return RunOutcome(run_dir, "finished", summary, tracker.run_id, tracker.tracking_uri)
 
 
+def fim_sentinels(loaded: LoadedRecipe, tokenizer, model=None):
+    """The tokenizer's FIM sentinels, added (with new embedding rows) if a source needs them."""
+    from adapt.data.fim import add_sentinels, find_sentinels
+    from adapt.data.prepare import fim_sources
+
+    if not fim_sources(loaded):
+        return None, []
+    found = find_sentinels(tokenizer)
+    return (found, []) if found else add_sentinels(tokenizer, model)
+
+
 def _begin(run_dir: Path, resolved: dict) -> RunState:
     """Start a new run directory, or check that the recipe matches the run being resumed."""
     state = load_state(run_dir)
     if state is None:
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.exists() and {p.name for p in run_dir.iterdir()} - set(DATA_OUTPUTS):
             raise AdaptError(f"{run_dir} exists and is not an adapt run directory", key="train.output_dir",
                              fix="choose an empty or new output directory")
         state = RunState(recipe=resolved)

@@ -2,8 +2,8 @@
 
 Two cheap stages, so most drops cost no read: ``path_verdict`` judges the path alone (vendored
 trees, lock files and other generated names, languages), ``text_verdict`` the contents (long
-lines, minified code, generated headers, data blobs). Each returns a reason or None, and
-``load_filtered`` runs both around ``sources.read_text_file`` and counts every drop by reason.
+lines, minified code, generated headers, data blobs). Each returns a reason or None; the
+sources (listing) and the curation pipeline (contents) count every drop by reason.
 
 The thresholds follow Codex (Chen et al. 2021, §3.1: average line length over 100, longest line
 over 1000, few alphanumeric characters) and BigCode's StarCoder filters (alphanumeric fraction
@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapt.data.sources import read_text_file
 
 # Suffix -> language. Suffixes are matched as written first (".S" is preprocessed assembly, ".C"
 # is C++), then lower-cased. Headers ".h" count as C, since most are; a C++ project that selects
@@ -172,24 +171,6 @@ def text_verdict(path: Path, text: str, spec: FilterSpec) -> str | None:
     if spec.min_alnum_fraction and data:
         if len(data.translate(None, _NOT_ALNUM)) / len(data) < spec.min_alnum_fraction:
             return "low_alnum"
-    return None
-
-
-def load_filtered(path: Path, spec: FilterSpec, counts: dict[str, int], root: Path | None = None) -> str | None:
-    """Read a file and apply every filter; the text, or None with the reason counted in ``counts``.
-
-    ``root`` is the source root: path rules see the path relative to it. Unreadable, binary
-    and non-UTF-8 files are counted by ``read_text_file`` ("unreadable", "binary", "not_utf8").
-    """
-    reason = path_verdict(path.relative_to(root) if root else path, spec)
-    if reason is None:
-        text = read_text_file(path, counts)
-        if text is None:
-            return None
-        reason = text_verdict(path, text, spec)
-        if reason is None:
-            return text
-    counts[reason] = counts.get(reason, 0) + 1
     return None
 
 
