@@ -63,9 +63,10 @@ def prepare_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1, sentinels
                 "or raise data.max_repetition") from None
     train_blocks = np.stack([blocks[name][i] for name, i in plan.order])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train = BlockDataset(train_blocks, pad_id)
-    evals = {name: BlockDataset(pack(tokens, seq_len), pad_id) for name, tokens in eval_sets.items()}
-    report = _report(sources, train_docs, plan, train_blocks, shares, evals, steps, fim_modes)
+    eos_id = tokenizer.eos_token_id if recipe.data.packing == "documents" else None
+    train = BlockDataset(train_blocks, pad_id, eos_id)
+    evals = {name: BlockDataset(pack(tokens, seq_len), pad_id, eos_id) for name, tokens in eval_sets.items()}
+    report = _report(sources, train_docs, plan, train_blocks, shares, evals, steps, fim_modes, recipe.data.packing)
     report["curation"] = curator.report()
     return PreparedData(train, evals, steps, report, curator.manifest)
 
@@ -97,7 +98,7 @@ def _with_fim(docs, fim, sentinels, modes: Counter):
         yield name, text
 
 
-def _report(sources, train_docs, plan, train_blocks, shares, evals, steps, fim_modes) -> dict:
+def _report(sources, train_docs, plan, train_blocks, shares, evals, steps, fim_modes, packing) -> dict:
     real = train_blocks != PAD
     fed = {name: 0 for name in plan.counts}
     for (name, _), row in zip(plan.order, real):
@@ -107,7 +108,7 @@ def _report(sources, train_docs, plan, train_blocks, shares, evals, steps, fim_m
     return {
         "steps": steps,
         "train_tokens": total_fed,
-        "packing": {"efficiency": float(real.mean()) if real.size else 0.0, "truncated_tokens": 0},
+        "packing": {"mode": packing, "efficiency": float(real.mean()) if real.size else 0.0, "truncated_tokens": 0},
         "sources": {
             name: {
                 "train_documents": len(src.train),

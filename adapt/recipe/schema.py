@@ -225,6 +225,9 @@ class DataSection(Section):
         None, description="Token shares per source summing to 1, or a mixture file path."
     )
     max_repetition: float = Field(4.0, ge=1, description="Most passes over any source's tokens.")
+    packing: Literal["documents", "blocks"] = Field(
+        "documents", description="documents: no attention across document boundaries; blocks: classic CPT blocks."
+    )
     curation: CurationSection = Field(default_factory=CurationSection)
     eval: dict[str, EvalSet] = Field(default_factory=dict)
     seed: int = 0

@@ -49,9 +49,10 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
         return RunOutcome(run_dir, "already_finished")
 
     # ---- setup: model, data, tracker, Trainer
-    from transformers import Trainer, default_data_collator, set_seed
+    from transformers import Trainer, set_seed
 
     from adapt.adapters import apply_adapter, trainable_parameters
+    from adapt.data.packing import collate, configure_model
     from adapt.data.prepare import prepare_data
     from adapt.data.report import write_data_outputs
     from adapt.model import load_model, load_tokenizer, resolve_model_path
@@ -68,6 +69,7 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
     sentinels, new_token_ids = fim_sentinels(loaded, tokenizer, model)
     data = prepare_data(loaded, tokenizer, world_size, sentinels)
     data_files = write_data_outputs(run_dir, data.report, data.manifest)
+    configure_model(model, recipe.data.packing)
     set_seed(recipe.train.seed)  # the adapter's initial weights come from the global RNG
     model = apply_adapter(model, recipe.adapter, recipe.train.gradient_checkpointing, new_token_ids)
     trainable, total = trainable_parameters(model)
@@ -96,7 +98,7 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
         args=training_arguments(recipe.train, str(checkpoint_dir), data.steps, bool(data.eval), resume_from is not None),
         train_dataset=data.train,
         eval_dataset=data.eval or None,
-        data_collator=default_data_collator,
+        data_collator=collate,
         processing_class=tokenizer,
         callbacks=[TrackerCallback(tracker, list(data.eval), recipe.train.tokens_per_step * world_size),
                    CompleteCheckpointCallback(recipe.train.save_total_limit), preemption],
