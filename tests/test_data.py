@@ -90,3 +90,67 @@ def test_mixture_from_a_file(make_recipe, tmp_path, capsys):
     assert main(["validate", str(make_recipe()), "data.mixture=bad.yaml"]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'bad.yaml'}:2: weights: unknown key" in err
+
+
+def dataset_recipe(make_recipe, source: dict):
+    recipe = make_recipe()
+    spec = yaml.safe_load(recipe.read_text())
+    spec["data"] = {"sources": [{"name": "rows", "kind": "dataset", **source}], "eval": {"rows": {"source": "rows"}}}
+    recipe.write_text(yaml.safe_dump(spec))
+    return recipe
+
+
+def test_dataset_sources_parquet_and_save_to_disk(make_recipe, tmp_path, corpora, tiny_model_dir):
+    import datasets
+
+    from adapt.data.prepare import prepare_data
+    from adapt.model import load_tokenizer
+
+    texts = [p.read_text() for p in sorted(corpora["domain"].rglob("*.py")) if p.stat().st_size > 100]
+    table = datasets.Dataset.from_dict({"content": texts, "id": list(range(len(texts)))})
+    table.to_parquet(str(tmp_path / "code.parquet"))
+    table.save_to_disk(str(tmp_path / "saved"))
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    for source in ({"path": "code.parquet"}, {"path": "saved"}):
+        loaded = load_recipe(dataset_recipe(make_recipe, {**source, "text_field": "content"}))
+        data = prepare_data(loaded, tokenizer)
+        assert data.report["sources"]["rows"]["train_documents"] + data.report["sources"]["rows"]["heldout_documents"] == len(texts)
+        assert data.report["eval"]["rows"]["tokens"] > 0
+
+
+def test_dataset_source_errors_name_the_key(make_recipe, tmp_path, capsys):
+    from adapt.cli import main
+
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    assert main(["validate", str(dataset_recipe(make_recipe, {"path": "broken.parquet"}))]) == 2
+    err = capsys.readouterr().err
+    assert "data.sources.0.path" in err and "cannot read dataset" in err and "Traceback" not in err
+
+    import datasets
+
+    datasets.Dataset.from_dict({"body": ["x = 1"] * 4}).to_parquet(str(tmp_path / "other.parquet"))
+    assert main(["validate", str(dataset_recipe(make_recipe, {"path": "other.parquet"}))]) == 2
+    assert "data.sources.0.text_field" in capsys.readouterr().err
+
+
+def test_messy_trees_are_read_safely_and_every_skip_is_counted(make_recipe, tmp_path, corpora, tiny_model_dir):
+    import shutil
+
+    from adapt.data.prepare import prepare_data
+    from adapt.model import load_tokenizer
+
+    root = tmp_path / "messy"
+    shutil.copytree(corpora["domain"], root)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # a symlink loop must not hang the listing
+    (root / "dangling.py").symlink_to(root / "nowhere.py")
+    with open(root / "huge.py", "wb") as f:  # 100 MB on one line: skipped by size, never read
+        f.write(b"x" * 100_000_000)
+    (root / "latin1.py").write_bytes("name = 'caf\xe9'\n".encode("latin-1"))
+    (root / "blob.py").write_bytes(b"\x00\x01\x02" * 100)
+    loaded = load_recipe(make_recipe(), [f"data.sources.0.root={root}"])
+    data = prepare_data(loaded, load_tokenizer(str(tiny_model_dir)))
+    fate = {row["path"]: row["reason"] for row in data.manifest if row["source"] == "domain"}
+    assert fate["huge.py"] == "too_large" and fate["latin1.py"] == "not_utf8" and fate["blob.py"] == "binary"
+    assert not any(path.startswith("loop/") for path in fate)
+    dropped = data.report["curation"]["dropped"]["domain"]
+    assert {"too_large": 1, "not_utf8": 1, "binary": 1}.items() <= dropped.items()

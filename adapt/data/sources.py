@@ -21,7 +21,7 @@ from typing import Iterator
 from adapt.data import git
 from adapt.errors import AdaptError
 from adapt.recipe.load import LoadedRecipe
-from adapt.recipe.schema import BuiltinCorpusSource, FilesSource, GitSource, HeldOut, JsonlSource
+from adapt.recipe.schema import BuiltinCorpusSource, DatasetSource, FilesSource, GitSource, HeldOut, JsonlSource
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class ResolvedSource:
     licence: str | None = None  # the source's default: the recipe's, or its root's LICENSE
     curated: bool = True  # the built-in corpus is adapt's own and fixed, so it is not curated
     sizes: dict[str, int] = field(default_factory=dict)  # bytes per path, where the listing knows them
+    table: object | None = None  # a `datasets.Dataset`, for dataset sources (rows are ``line - 1``)
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) by the listing
 
     def read(self, refs: list[DocRef]) -> Iterator[tuple[DocRef, str | None, str | None]]:
@@ -57,6 +58,12 @@ class ResolvedSource:
         if self.kind == "git":
             for path, raw in git.read_blobs(self.root, self.revision, [r.path for r in refs]):
                 yield DocRef(path), *decode_text(raw)
+        elif self.table is not None:
+            for start in range(0, len(refs), 256):
+                chunk = refs[start: start + 256]
+                texts = self.table.select([r.line - 1 for r in chunk])[self.text_field]
+                for ref, text in zip(chunk, texts):
+                    yield ref, (str(text) if text else None), (None if text else "empty")
         elif self.text_field is not None:
             for path, group in _group_by_path(refs):
                 wanted = {r.line for r in group}
@@ -96,6 +103,8 @@ def resolve_sources(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
             resolved[source.name] = _resolve_tree(loaded, source, key)
         elif isinstance(source, JsonlSource):
             resolved[source.name] = _resolve_jsonl(loaded, source, key)
+        elif isinstance(source, DatasetSource):
+            resolved[source.name] = _resolve_dataset(loaded, source, key)
         elif isinstance(source, BuiltinCorpusSource):
             resolved[source.name] = _resolve_builtin(loaded, source, key)
     return resolved
@@ -245,6 +254,18 @@ def _resolve_jsonl(loaded: LoadedRecipe, source: JsonlSource, key: str) -> Resol
                            f"{key}.paths", fix="check the files, or set text_field")
     train, heldout = split_heldout(refs, source.heldout)
     return ResolvedSource(source.name, source.kind, Path("/"), train, heldout, text_field=source.text_field)
+
+
+def _resolve_dataset(loaded: LoadedRecipe, source: DatasetSource, key: str) -> ResolvedSource:
+    from adapt.data.datasets_source import load_rows
+
+    table = load_rows(source, loaded.base_dir, loaded.error, key)
+    if len(table) == 0:
+        raise loaded.error(f"source {source.name!r} is empty", key, fix="check the split and the files")
+    refs = [DocRef(source.path or source.hub, row + 1) for row in range(len(table))]
+    train, heldout = split_heldout(refs, source.heldout)
+    return ResolvedSource(source.name, source.kind, loaded.base_dir, train, heldout, text_field=source.text_field,
+                          table=table)
 
 
 def _jsonl_records(path: Path, text_field: str) -> Iterator[tuple[int, str]]:

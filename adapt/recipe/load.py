@@ -221,11 +221,11 @@ def _field_model(owner: type[BaseModel] | None, key: Any) -> type[BaseModel] | N
 
 
 def _source_model(item: Any) -> type[BaseModel] | None:
-    from adapt.recipe.schema import BuiltinCorpusSource, FilesSource, JsonlSource
+    from adapt.recipe.schema import Source
 
     kind = item.get("kind") if isinstance(item, dict) else None
-    by_kind = {"files": FilesSource, "jsonl": JsonlSource, "builtin_corpus": BuiltinCorpusSource}
-    return by_kind.get(kind)
+    union = typing.get_args(typing.get_args(Source)[0])
+    return next((m for m in union if typing.get_args(m.model_fields["kind"].annotation) == (kind,)), None)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -149,6 +149,26 @@ class JsonlSource(Section):
     fim: FimSection | None = None
 
 
+class DatasetSource(Section):
+    """Rows of a `datasets` dataset: parquet, arrow or json files, a ``save_to_disk`` directory,
+    or a hub dataset by name (the same code path; hub loading needs the network)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["dataset"]
+    path: str | None = Field(None, description="Files, a glob, or a save_to_disk directory, relative to the recipe.")
+    hub: str | None = Field(None, description="A dataset name for datasets.load_dataset.")
+    split: str = "train"
+    text_field: str = "text"
+    heldout: HeldOut = Field(default_factory=HeldOut)
+    fim: FimSection | None = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "DatasetSource":
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of path or hub")
+        return self
+
+
 class BuiltinCorpusSource(Section):
     """The built-in base model's own pretraining corpus; its held-out part is a fixed file list.
 
@@ -159,7 +179,8 @@ class BuiltinCorpusSource(Section):
     kind: Literal["builtin_corpus"]
 
 
-Source = Annotated[Union[FilesSource, GitSource, JsonlSource, BuiltinCorpusSource], Field(discriminator="kind")]
+Source = Annotated[Union[FilesSource, GitSource, JsonlSource, DatasetSource, BuiltinCorpusSource],
+                   Field(discriminator="kind")]
 
 
 class FilterSection(Section):

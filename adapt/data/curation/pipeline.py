@@ -107,7 +107,7 @@ class Curator:
 
     def _row(self, source, split, path, licence, digest, reason) -> None:
         self.manifest.append({
-            "source": source.name, "split": split, "path": path, "repo": str(source.root) if source.kind != "jsonl" else None,
+            "source": source.name, "split": split, "path": path, "repo": str(source.root) if source.kind in ("files", "git") else None,
             "revision": source.revision, "licence": licence, "sha256": digest,
             "kept": reason is None, "reason": reason,
         })

@@ -1,0 +1,54 @@
+"""Sources backed by the `datasets` library: parquet, arrow and json files, ``save_to_disk``
+directories, and hub datasets by name. `datasets` reads and caches them (under
+``$ADAPT_HOME/cache/datasets``); adapt only picks the text column and the held-out rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adapt.errors import AdaptError
+
+_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def load_rows(source, base_dir: Path, error, key: str):
+    """The dataset's split with a ``text_field`` column; errors name the recipe key and the fix."""
+    import datasets
+
+    from adapt.paths import cache_dir
+
+    cache = str(cache_dir() / "datasets")
+    try:
+        if source.hub:
+            table = datasets.load_dataset(source.hub, split=source.split, cache_dir=cache)
+        else:
+            table = _load_local(source, base_dir, cache, error, key)
+    except AdaptError:
+        raise
+    except Exception as exc:  # datasets raises many types for unreadable or corrupt files
+        raise error(f"cannot read dataset: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                    f"{key}.{'hub' if source.hub else 'path'}",
+                    fix="check that the files are valid parquet/arrow/json (or the name and split)") from None
+    if source.text_field not in table.column_names:
+        raise error(f"dataset has no column {source.text_field!r} (columns: {', '.join(table.column_names)})",
+                    f"{key}.text_field", fix="set text_field to the column that holds the text")
+    return table
+
+
+def _load_local(source, base_dir: Path, cache: str, error, key: str):
+    import datasets
+
+    path = Path(source.path).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if path.is_dir():
+        loaded = datasets.load_from_disk(str(path))
+        return loaded[source.split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    files = [path] if path.is_file() else sorted(p for p in base_dir.glob(source.path) if p.is_file())
+    if not files:
+        raise error(f"{source.path!r} matches no file or directory (looked in {base_dir})", f"{key}.path",
+                    fix="give parquet/arrow/json files, a glob, or a save_to_disk directory")
+    builder = _BUILDERS.get(files[0].suffix)
+    if builder is None:
+        raise error(f"cannot tell the format of {files[0].name}", f"{key}.path",
+                    fix=f"use files ending in {', '.join(_BUILDERS)}")
+    return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=cache)
