@@ -4,6 +4,7 @@ directories, and hub datasets by name. `datasets` reads and caches them (under
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from adapt.errors import AdaptError
@@ -18,6 +19,9 @@ def load_rows(source, base_dir: Path, error, key: str):
     from adapt.paths import cache_dir
 
     cache = str(cache_dir() / "datasets")
+    # datasets logs a traceback for a corrupt file before raising; adapt reports it in one line.
+    quiet = logging.getLogger("datasets")
+    level, quiet.level = quiet.level, logging.CRITICAL
     try:
         if source.hub:
             table = datasets.load_dataset(source.hub, split=source.split, cache_dir=cache)
@@ -29,6 +33,8 @@ def load_rows(source, base_dir: Path, error, key: str):
         raise error(f"cannot read dataset: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                     f"{key}.{'hub' if source.hub else 'path'}",
                     fix="check that the files are valid parquet/arrow/json (or the name and split)") from None
+    finally:
+        quiet.setLevel(level)
     if source.text_field not in table.column_names:
         raise error(f"dataset has no column {source.text_field!r} (columns: {', '.join(table.column_names)})",
                     f"{key}.text_field", fix="set text_field to the column that holds the text")

@@ -219,7 +219,7 @@ class DecontaminationSection(Section):
 
     enabled: bool = True
     ngram: int = Field(32, ge=8, description="Words per n-gram.")
-    max_overlap: float = Field(0.1, ge=0, le=1, description="Largest share of a document's n-grams seen in eval.")
+    max_overlap: float = Field(0.5, ge=0, le=1, description="Largest share of a document's n-grams seen in eval.")
 
 
 class CurationSection(Section):

@@ -33,7 +33,7 @@ class Curator:
                                   ngram=dedup.ngram, num_perm=dedup.num_perm) if dedup.exact or dedup.near else None
         licences = section.licences
         self.licence_policy = LicencePolicy(allow=licences.allow, deny=licences.deny, unknown=licences.unknown)
-        self.eval_grams: set[int] = set()
+        self.eval_grams: Counter = Counter()  # n-gram -> how many held-out documents hold it
         self.manifest: list[dict] = []
         self.dropped: dict[str, Counter] = {}
         self.secrets: Counter = Counter()
@@ -90,7 +90,7 @@ class Curator:
                 return text, "secrets"
             text = scrubbed
         if split == "heldout" and self.section.decontamination.enabled:
-            self.eval_grams.update(self._grams(text))
+            self.eval_grams.update(self._grams(text))  # a set per document: counts documents
         return text, None
 
     def _grams(self, text: str) -> set[int]:
@@ -99,10 +99,13 @@ class Curator:
         return {hash(tuple(words[i: i + n])) for i in range(len(words) - n + 1)}
 
     def _overlaps_eval(self, text: str) -> bool:
+        """True when a large share of the document's long n-grams come from one eval document.
+        N-grams held by several eval documents are boilerplate (licence headers, register
+        tables common to a family of chips), not a leak of any one of them, and do not count."""
         if not self.eval_grams or not self.section.decontamination.enabled:
             return False
         grams = self._grams(text)
-        shared = len(grams & self.eval_grams)
+        shared = sum(1 for g in grams if self.eval_grams.get(g) == 1)
         return bool(grams) and shared / len(grams) > self.section.decontamination.max_overlap
 
     def _row(self, source, split, path, licence, digest, reason) -> None:
