@@ -33,28 +33,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="adapt", description="Adapt open base language models to a domain, from one YAML recipe.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    validate = commands.add_parser("validate", help="check a recipe and show what the run will cost",
-                                   description="Check a recipe without loading a model: print the resolved "
-                                               "recipe, tokens per source, steps, and estimated time and memory.")
-    validate.add_argument("recipe")
-    validate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    validate = _recipe_command(commands, "validate", _validate, "check a recipe and show what the run will cost",
+                               "Check a recipe without loading a model: print the resolved recipe, tokens per "
+                               "source, steps, and estimated time and memory.")
     validate.add_argument("--json", action="store_true", help="print the cost report as JSON")
-    validate.set_defaults(run=_validate)
-
-    data = commands.add_parser("data", help="prepare the data and write the data report, without training",
-                               description="Read, curate, FIM-transform, tokenize (cached) and mix the recipe's "
-                                           "data, then write data_report.json/.md and data_manifest.jsonl into "
-                                           "the run directory.")
-    data.add_argument("recipe")
-    data.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
-    data.set_defaults(run=_data)
-
-    train = commands.add_parser("train", help="run a recipe (resumes if its run directory exists)",
-                                description="Run a recipe. Running it again on the same output directory "
-                                            "resumes from the last complete checkpoint in the same MLflow run.")
-    train.add_argument("recipe")
-    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
-    train.set_defaults(run=_train)
+    _recipe_command(commands, "data", _data, "prepare the data and write the data report, without training",
+                    "Read, curate, FIM-transform, tokenize (cached) and mix the recipe's data, then write "
+                    "data_report.json/.md and data_manifest.jsonl into the run directory.")
+    _recipe_command(commands, "train", _train, "run a recipe (resumes if its run directory exists)",
+                    "Run a recipe. Running it again on the same output directory resumes from the last "
+                    "complete checkpoint in the same MLflow run.")
 
     generate = commands.add_parser("generate", help="sample from a base or adapted model",
                                    description="Sample text from `builtin`, a run directory, a model "
@@ -67,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(run=_generate)
     return parser
+
+
+def _recipe_command(commands, name: str, run, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that takes a recipe and ``key.path=value`` overrides."""
+    command = commands.add_parser(name, help=help, description=description)
+    command.add_argument("recipe")
+    command.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    command.set_defaults(run=run)
+    return command
 
 
 def _validate(args) -> int:
