@@ -154,3 +154,10 @@ def test_messy_trees_are_read_safely_and_every_skip_is_counted(make_recipe, tmp_
     assert not any(path.startswith("loop/") for path in fate)
     dropped = data.report["curation"]["dropped"]["domain"]
     assert {"too_large": 1, "not_utf8": 1, "binary": 1}.items() <= dropped.items()
+
+
+def test_a_file_that_cannot_be_read_is_a_counted_skip(tmp_path):
+    """Root reads any file whatever its mode, so a file gone between listing and reading stands in."""
+    from adapt.data.sources import read_text_file
+
+    assert read_text_file(tmp_path / "removed_after_listing.py") == (None, "unreadable")
