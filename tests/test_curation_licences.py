@@ -194,3 +194,9 @@ def test_policy_on_detected_licences():
     assert no_gpl.decide(spi) == (True, "LGPL-2.1-only is allowed")  # chosen over GPL-2.0
     ds400 = file_licence((EMBEDDED / "sdcc-libraries/lib/src/ds400/ds400rom.c").read_text())
     assert no_gpl.decide(ds400)[0] is False
+
+
+def test_prose_that_mentions_the_spdx_tag_is_not_a_licence():
+    text = '"""Reads the ``SPDX-License-Identifier:`` line, else from the wording of its header."""\n'
+    assert file_licence(text) is None
+    assert file_licence("// SPDX-License-Identifier: (MIT OR Apache-2.0)\n") == "(MIT OR Apache-2.0)"

@@ -105,6 +105,10 @@ def _licences_in(norm: str) -> list[str]:
     return list(dict.fromkeys(spdx for _, spdx in sorted(found)))
 
 
+# SPDX license expressions: ids (letters, digits, ".", "-", "+") joined by AND/OR/WITH, with parentheses.
+_SPDX_EXPRESSION = re.compile(r"^\(*[A-Za-z0-9.+-]+\)*(?:\s+(?:AND|OR|WITH|and|or|with)\s+\(*[A-Za-z0-9.+-]+\)*)*$")
+
+
 def file_licence(text: str) -> str | None:
     """The file's licence: its SPDX-License-Identifier expression as written (within the first
     40 lines), else the licences its header's wording names (first 100 lines), else None."""
@@ -113,7 +117,7 @@ def file_licence(text: str) -> str | None:
         m = _SPDX_LINE.search(line)
         if m:
             expr = _COMMENT_END.split(m.group(1), maxsplit=1)[0].strip().rstrip(";,")
-            if expr:
+            if _SPDX_EXPRESSION.match(expr):  # not prose that merely mentions the tag
                 return expr
     # Two notices (sdcc's ds400rom.c: a GPL header, then MIT for code taken from Dallas) mean
     # both apply: "GPL-2.0-or-later AND MIT".
