@@ -25,7 +25,6 @@ class TokenizedDocs:
 
     tokens: np.ndarray
     doc_starts: np.ndarray
-    names: list[str]
 
     @property
     def num_tokens(self) -> int:
@@ -64,7 +63,7 @@ def tokenize_documents(docs: Iterable[tuple[object, str]], tokenizer, *, desc: s
     if path.is_file():
         try:
             with np.load(path) as cached:
-                return TokenizedDocs(cached["tokens"], cached["doc_starts"], [str(n) for n, _ in docs])
+                return TokenizedDocs(cached["tokens"], cached["doc_starts"])
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
     result = _tokenize(docs, tokenizer, desc)
@@ -87,4 +86,4 @@ def _tokenize(docs: list[tuple[object, str]], tokenizer, desc: str) -> Tokenized
             bar.update(len(texts))
     tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint32)
     starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
-    return TokenizedDocs(tokens, starts, [str(n) for n, _ in docs])
+    return TokenizedDocs(tokens, starts)
