@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     _recipe_command(commands, "data", _data, "prepare the data and write the data report, without training",
                     "Read, curate, FIM-transform, tokenize (cached) and mix the recipe's data, then write "
                     "data_report.json/.md and data_manifest.jsonl into the run directory.")
+    plan = _recipe_command(commands, "plan", _plan, "choose the replay ratio from pilot runs and scaling laws",
+                           "Train short pilots at a ladder of domain shares (plan.ratios), fit the CMR and D-CPT "
+                           "scaling laws to their eval traces, and write mixtures/<name>.plan.yaml and a plot. "
+                           "Pilots already done (in the plan directory or in MLflow) are reused.")
+    plan.add_argument("--fit-only", action="store_true", help="refit from the pilots already run; train none")
     _recipe_command(commands, "train", _train, "run a recipe (resumes if its run directory exists)",
                     "Run a recipe. Running it again on the same output directory resumes from the last "
                     "complete checkpoint in the same MLflow run.")
@@ -146,6 +151,30 @@ def _train(args) -> int:
         print(f"MLflow run {outcome.tracking_run_id} in {outcome.tracking_uri}")
         if outcome.tracking_uri and outcome.tracking_uri.startswith("sqlite"):
             print(f"  see it with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    return 0
+
+
+def _plan(args) -> int:
+    from adapt.planner.sweep import run_plan
+    from adapt.recipe import load_recipe
+
+    outcome = run_plan(load_recipe(args.recipe, args.overrides), fit_only=args.fit_only)
+    plan = outcome.plan
+    interval = plan["interval"]
+    ci = f"[{interval['low']:.3f}, {interval['high']:.3f}]" if interval["low"] is not None else "(no interval)"
+    print(f"\nadapt plan: {outcome.ran} pilot(s) trained, {outcome.reused} reused\n")
+    print(f"{'ratio R':>8}{'Δdomain':>10}{'Δgeneral':>10}   (pilot losses at {plan['t_ref']:,.0f} tokens)")
+    for fit in plan["fits"]["tokens"]:
+        print(f"{fit['ratio']:>8.3f}{fit['domain']['y_last']:>+10.3f}{fit['general']['y_last']:>+10.3f}")
+    print(f"\ncritical mixture ratio at {plan['target_tokens']:,.0f} tokens: R = {plan['ratio']:.3f} "
+          f"(90% bootstrap {ci}; {plan['method']}; ε = {plan['epsilon']:.3g}, λ = {plan['lambda']:g})")
+    print(f"predicted change at R: domain {plan['predicted_change']['domain']:+.3f}, "
+          f"general {plan['predicted_change']['general']:+.3f} nats; D-CPT law's choice: "
+          f"{plan['dcpt']['ratio'] if plan['dcpt']['ratio'] is None else format(plan['dcpt']['ratio'], '.3f')}")
+    print(f"fit quality: {plan['quality']['verdict']}")
+    for warning in plan["warnings"]:
+        print(f"  warning: {warning}")
+    print(f"\nplan: {outcome.plan_file}  (use it with data.mixture: {outcome.plan_file})\nplot: {outcome.plot_file}")
     return 0
 
 

@@ -58,6 +58,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def wait_for_run_id(self, timeout_s: float) -> str | None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
 
@@ -123,6 +124,10 @@ class NullTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         pass
 
+    def wait_for_run_id(self, timeout_s: float) -> str | None:
+        """The tracking run's id once it exists (None without tracking, or if not within the timeout)."""
+        return self.run_id
+
     def finish(self, status: str = "FINISHED") -> None:
         _check_status(status)
         self._metrics.close()
@@ -153,6 +158,11 @@ class MlflowTracker(NullTracker):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         super().log_metrics(metrics, step)
         self._sender.wake()
+
+    def wait_for_run_id(self, timeout_s: float) -> str | None:
+        """Wait (up to ``timeout_s``) for the sender to create the run, e.g. to nest child runs."""
+        self._sender.wait_drained(timeout_s)
+        return self.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Nested dicts become dotted keys; values become strings cut to mlflow's 6000 chars.

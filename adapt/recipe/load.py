@@ -20,7 +20,7 @@ from adapt.recipe.schema import MixtureFile, Recipe
 
 _BUDGETS = {"train.max_tokens", "train.max_steps", "train.epochs"}
 # Keys whose values are free-form maps: an override may add a new key under them.
-_OPEN_MAPS = {"mixture", "eval", "trainer_args", "plan"}
+_OPEN_MAPS = {"mixture", "eval", "trainer_args"}
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BUILTIN_PREFIX = "builtin"
 
@@ -332,6 +332,38 @@ class TrackingSection(Section):
     flush_timeout_s: float = Field(30.0, ge=0)
 
 
+# --------------------------------------------------------------------------- plan
+
+
+class PlanSection(Section):
+    """``adapt plan``: short pilot runs at a ladder of domain shares, then the critical mixture
+    ratio (Gu et al. 2024) at the target budget. See ``adapt.planner``."""
+
+    domain_eval: str = Field("domain", description="The eval set whose loss the domain share should lower.")
+    general_eval: str = Field("general", description="The eval set whose rise must stay within epsilon.")
+    ratios: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 0.9, 1.0], min_length=3,
+        description="Domain shares of the pilots (at least 3 distinct).")
+    pilot_tokens: int | None = Field(None, gt=0, description="Each pilot's budget (default: target_tokens / 4).")
+    target_tokens: int | None = Field(None, gt=0, description="The budget to plan for (default: the recipe's).")
+    eval_steps: int = Field(10, gt=0, description="Pilots evaluate every this many steps.")
+    schedule: Literal["constant_with_warmup", "constant", "recipe"] = Field(
+        "constant_with_warmup",
+        description="Pilots' lr schedule. Constant: every prefix of a pilot is a valid shorter budget.")
+    epsilon: float = Field(0.05, gt=0, description="Largest general-loss rise allowed (nats, or a share if relative).")
+    tolerance: Literal["absolute", "relative"] = "absolute"
+    lagrange_lambda: float = Field(100.0, gt=0, description="λ of the CMR Lagrangian (the paper used 100-7000).")
+    bootstrap: int = Field(50, ge=0, description="Bootstrap refits for the confidence interval.")
+    output: str | None = Field(None, description="The plan file (default: mixtures/<name>.plan.yaml).")
+
+    @field_validator("ratios")
+    @classmethod
+    def _distinct_ratios(cls, ratios: list[float]) -> list[float]:
+        if len(set(ratios)) < 3:
+            raise ValueError(f"give at least 3 distinct ratios, not {sorted(set(ratios))}, e.g. [0, 0.5, 0.75, 1]")
+        return ratios
+
+
 # --------------------------------------------------------------------------- recipe
 
 
@@ -345,3 +377,4 @@ class Recipe(Section):
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    plan: PlanSection = Field(default_factory=PlanSection)

@@ -39,7 +39,9 @@ def run_dir_of(loaded: LoadedRecipe) -> Path:
     return Path(loaded.recipe.train.output_dir or Path("runs") / loaded.recipe.name)
 
 
-def train(loaded: LoadedRecipe) -> RunOutcome:
+def train(loaded: LoadedRecipe, tags: dict[str, str] | None = None) -> RunOutcome:
+    """Run (or resume) the recipe. ``tags`` go to the tracking run, e.g. ``mlflow.parentRunId``
+    to nest a pilot under its plan."""
     recipe = loaded.recipe
     check_recipe(loaded)  # nothing is written before the recipe passes
     run_dir = run_dir_of(loaded)
@@ -82,7 +84,7 @@ def train(loaded: LoadedRecipe) -> RunOutcome:
     resuming = bool(state.history)
     if not resuming:
         tracker.log_params(resolved)
-        tracker.set_tags(provenance.tags(loaded.path, model_path, trainable, total))
+        tracker.set_tags({**provenance.tags(loaded.path, model_path, trainable, total), **(tags or {})})
         tracker.log_artifact(run_dir / "recipe.yaml")
         tracker.log_metrics(provenance.data_metrics(data.report), step=0)
     state.status = "running"
