@@ -16,6 +16,7 @@ from adapt.planner.dcpt import dcpt_ratio
 MIN_R2 = 0.9
 MAX_METHOD_GAP = 0.1     # CMR-law extrapolation against the token laws' own extrapolation
 MAX_CI_WIDTH = 0.25
+MAX_LOO_SHARE = 0.5      # of ε: a ratio law that cannot predict a left-out pilot to ε/2 cannot place ε
 EXTRAPOLATION_BUDGETS = 8
 
 
@@ -228,9 +229,9 @@ def _quality(fits: dict, chosen: dict, interval: dict, loo: dict, epsilon: float
         r2 = fits["ratio_law"][name]["r2"]
         if r2 < MIN_R2:
             reasons.append(f"the {name} ratio law fits with R² {r2:.2f} (< {MIN_R2})")
-    if loo["max_general_error"] is not None and loo["max_general_error"] > epsilon:
+    if loo["max_general_error"] is not None and loo["max_general_error"] > MAX_LOO_SHARE * epsilon:
         reasons.append(f"leaving one ratio out, the general loss is predicted {loo['max_general_error']:.3f} "
-                       f"off (more than ε = {epsilon:.3f})")
+                       f"off (more than {MAX_LOO_SHARE:g}·ε = {MAX_LOO_SHARE * epsilon:.3f})")
     if interval["low"] is not None and interval["high"] - interval["low"] > MAX_CI_WIDTH:
         reasons.append(f"the bootstrap interval [{interval['low']:.2f}, {interval['high']:.2f}] is wide")
     if interval["without_cmr"] > 0.2 * interval["samples"]:
