@@ -255,7 +255,25 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return loaded
 
 
+def _resolve_builtin_corpus(loaded: LoadedRecipe) -> None:
+    """Corpus folders of the built-in model are relative to the recipe, like every other path."""
+    builtin = loaded.recipe.model.builtin
+    resolved = []
+    for i, entry in enumerate(builtin.corpus):
+        if entry == "stdlib":
+            resolved.append(entry)
+            continue
+        path = Path(entry).expanduser()
+        path = path if path.is_absolute() else (loaded.base_dir / path)
+        if loaded.recipe.model.is_builtin and not path.is_dir():
+            raise loaded.error(f"corpus folder {entry!r} not found (looked at {path})", f"model.builtin.corpus.{i}",
+                               fix="give a folder relative to the recipe, or 'stdlib'")
+        resolved.append(str(path.resolve()))
+    builtin.corpus = resolved
+
+
 def _check_cross_references(loaded: LoadedRecipe) -> None:
+    _resolve_builtin_corpus(loaded)
     data = loaded.recipe.data
     names = [s.name for s in data.sources]
     for i, name in enumerate(names):
