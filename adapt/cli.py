@@ -159,6 +159,12 @@ def _plan(args) -> int:
     from adapt.recipe import load_recipe
 
     outcome = run_plan(load_recipe(args.recipe, args.overrides), fit_only=args.fit_only)
+    if outcome.preempted:
+        from adapt.train.cpt import EXIT_PREEMPTED
+
+        print("adapt plan: stopped by SIGTERM after saving the pilot's checkpoint; run the same command "
+              "again to continue the sweep", file=sys.stderr)
+        return EXIT_PREEMPTED
     plan = outcome.plan
     interval = plan["interval"]
     ci = f"[{interval['low']:.3f}, {interval['high']:.3f}]" if interval["low"] is not None else "(no interval)"

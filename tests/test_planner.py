@@ -72,6 +72,14 @@ def test_saturating_curves_give_the_largest_tolerated_ratio_or_a_poor_fit(epsilo
     assert error <= 0.05 or result["quality"]["verdict"] == "poor", (error, result["quality"])
 
 
+def test_the_lagrangian_constraint_is_stricter_where_forgetting_still_grows():
+    data = sample_pilots(SaturatingSurface(), RATIOS)
+    tolerance, lagrangian = plan(data), plan(data, constraint="lagrangian")
+    assert lagrangian["ratio"] < tolerance["ratio"] - 0.05
+    assert lagrangian["ratio"] == pytest.approx(tolerance["cmr_by_lambda"]["100.0"])
+    assert not tolerance["lagrangian_feasible"] and tolerance["lagrangian_t0"] < 1e6
+
+
 def test_relative_tolerance_is_a_share_of_the_base_general_loss():
     data = sample_pilots(LawSurface(), RATIOS, base=(3.0, 2.5))
     absolute, relative = plan(data, epsilon=0.05), plan(data, epsilon=0.02, tolerance="relative")
@@ -82,6 +90,7 @@ def test_relative_tolerance_is_a_share_of_the_base_general_loss():
 def test_lambda_sweep_and_dcpt_are_reported():
     result = plan(sample_pilots(LawSurface(), RATIOS))
     assert set(result["cmr_by_lambda"]) == {"1.0", "10.0", "100.0", "1000.0", "7000.0"}
+    assert result["lagrangian_feasible"] and result["lagrangian_t0"] is None
     # D-CPT's form is not the data's here, so it fits less tightly, but lands near the CMR.
     assert result["dcpt"]["general"]["r2"] > 0.5 and abs(result["dcpt"]["ratio"] - result["ratio"]) < 0.1
 
@@ -122,3 +131,31 @@ def test_plan_file_is_a_mixture_file_and_never_holds_nan(tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         write_plan(tmp_path / "bad.plan.yaml", {**result, "epsilon": float("nan")}, "code", "general", "test")
     assert not (tmp_path / "bad.plan.yaml").exists()
+
+
+class _Surface:
+    """ΔL_dom = −R·t^0.5 and ΔL_gen = g(R)·ln t: the general loss falls (g < 0) or rises (g > 0)."""
+
+    def __init__(self, slope):
+        self.slope = slope
+
+    def domain(self, r, t):
+        return -np.asarray(r, dtype=float) * np.sqrt(t)
+
+    def general(self, r, t):
+        return self.slope(np.asarray(r, dtype=float)) * np.log(t)
+
+
+def test_feasible_means_the_lagrangian_still_falls_at_the_budget():
+    from adapt.planner.cmr import stopping_tokens
+
+    grid, ratios = token_grid(0.1, 1.0), np.array([0.5])
+    recovering = _Surface(lambda r: -0.01 + 0 * r)   # F falls all the way: feasible (T0 = inf)
+    forgetting = _Surface(lambda r: 0.05 + 0 * r)    # λ·rise outweighs the domain gain from the start
+    assert stopping_tokens(recovering, ratios, grid, 1.0, 0.05, 100.0)[0] == np.inf
+    assert stopping_tokens(forgetting, ratios, grid, 1.0, 0.05, 100.0)[0] == pytest.approx(grid[0])
+    # Forgetting that grows with R: dF/dln t = R·(λ·0.05·R − √t/2) is negative at the budget (t = 1)
+    # for R < 10/λ: at λ = 1 every ratio is feasible, at λ = 100 those up to R = 0.1.
+    growing = _Surface(lambda r: 0.05 * r ** 2)
+    assert cmr_at(growing, 1.0, grid, 0.05, 1.0).cmr == 1.0
+    assert cmr_at(growing, 1.0, grid, 0.05, 100.0).cmr == pytest.approx(0.1, abs=0.01)

@@ -9,11 +9,18 @@ that holds within the budget the critical mixture ratio. Here, as in their §3-�
 2. at any budget t, the ratio law ΔL(R) = α·R^s + β is fitted across the pilots' predictions at t,
    which gives ΔL_dom(R, t) and ΔL_gen(R, t) for every R in [0, 1] (``Surface``);
 3. the **tolerance set** at the budget is {R : ΔL_gen(R, T) ≤ ε};
-4. a ratio is **feasible** when the Lagrangian F_R(T) = ΔL_dom + λ·(ΔL_gen − ε) stops decreasing
-   at some T0 ≤ T: from T0 on, at the exchange rate λ, what the run gains in the domain no longer
-   pays for what it loses in general, so the budget is spent on the trade-off rather than short of
-   it. T0 is a root of dF/dlnT, found on a cubic spline of F;
-5. the **CMR** is the largest ratio that is both tolerated and feasible;
+4. a ratio is **feasible** when the Lagrangian F_R(T) = ΔL_dom + λ·(ΔL_gen − ε) has not stopped
+   decreasing before the budget: T0, the last root of dF/dlnT after which F only rises (found on
+   a cubic spline of F), lies at or past T, i.e. F still falls at T. Past T0, at the exchange rate λ, what the run gains in
+   the domain no longer pays for what it loses in general. The paper words it "stops decreasing at
+   some T0 ≤ T_max"; read literally, every ratio whose general loss keeps recovering would be
+   infeasible and every ratio whose general loss only rises feasible (on law-form data that
+   reading finds no CMR at all), so we take T0 ≥ T, which keeps the intent;
+5. the **CMR** is the largest tolerated ratio; with ``plan.constraint: lagrangian`` the largest
+   that is also feasible. Tolerance is the default because the Lagrangian binds below the
+   tolerance boundary wherever forgetting is still growing at the budget (saturating curves, most
+   real CPT runs), and the planner's promise is the largest ratio within ε; the plan always
+   reports the Lagrangian CMR at λ = 1 ... 7000 and whether the chosen ratio is feasible;
 6. beyond the pilots' budget, the CMR at several pilot budgets is fitted with
    R_CMR(T) = α4·T^s4 + β3 (§5) and evaluated at the target budget, clamped to [0, 1].
 
@@ -37,7 +44,6 @@ LAMBDA_SWEEP = (1.0, 10.0, 100.0, 1000.0, 7000.0)
 RATIO_GRID = np.linspace(0.0, 1.0, 201)
 MIN_RATIOS = 3
 MIN_POINTS = 4
-FEASIBILITY_HORIZON = 10.0  # how far past the budget F is followed to see it stop
 
 
 class PlannerError(ValueError):
@@ -113,32 +119,24 @@ def tolerance_ratio(surface, t: float, epsilon: float) -> float | None:
 def token_grid(t_min: float, t_max: float, points: int = 48) -> np.ndarray:
     """The log-spaced budgets F is evaluated on, shared by every budget of one plan so that the
     ratio fits at each point are made once (``Surface`` caches them)."""
-    return np.geomspace(t_min, FEASIBILITY_HORIZON * t_max, points)
+    return np.geomspace(t_min, t_max, points)
 
 
 def stopping_tokens(surface, ratios: np.ndarray, grid: np.ndarray, t_budget: float, epsilon: float,
                     lam: float) -> np.ndarray:
-    """T0 per ratio: the first t at which F_R(t) = ΔL_dom + λ(ΔL_gen − ε) stops decreasing, i.e.
-    the first root of dF/dln t where it turns from negative to non-negative; the grid's start if
-    F never decreases; inf if it still decreases ``FEASIBILITY_HORIZON`` times past the budget."""
-    log_t = np.log(grid[grid <= FEASIBILITY_HORIZON * t_budget * (1 + 1e-9)])
-    if len(log_t) < 4:
-        log_t = np.log(grid[:4])
+    """T0 per ratio: where F_R(t) = ΔL_dom + λ(ΔL_gen − ε) stopped decreasing for the last time
+    before ``t_budget`` (the last root of dF/dln t, after which F only rises to the budget); the
+    grid's start if F rises all the way; inf if F is still decreasing at the budget."""
+    log_t = np.log(np.append(grid[grid < t_budget * (1 - 1e-9)], t_budget))
     values = np.array([surface.domain(ratios, np.exp(lt)) + lam * (surface.general(ratios, np.exp(lt)) - epsilon)
                        for lt in log_t])  # (points, ratios)
     t0 = np.full(len(ratios), np.inf)
     for j in range(len(ratios)):
         slope = CubicSpline(log_t, values[:, j]).derivative()
-        if np.all(slope(log_t) >= 0):
-            t0[j] = float(np.exp(log_t[0]))
+        if slope(log_t[-1]) < 0:
             continue
-        falling = False
-        for lt in np.sort(np.concatenate([log_t, slope.roots(extrapolate=False)])):
-            if slope(lt) < 0:
-                falling = True
-            elif falling:
-                t0[j] = float(np.exp(lt))
-                break
+        roots = [x for x in slope.roots(extrapolate=False) if x < log_t[-1] - 1e-9]
+        t0[j] = float(np.exp(max(roots))) if roots else float(np.exp(log_t[0]))
     return t0
 
 
@@ -147,19 +145,19 @@ class CmrAtBudget:
     budget: float  # t
     cmr: float | None
     tolerance: float | None
-    lagrangian_binds: bool = False  # True: the tolerated maximum was not feasible
 
 
-def cmr_at(surface, t_budget: float, grid: np.ndarray, epsilon: float, lam: float) -> CmrAtBudget:
-    """The largest ratio that is tolerated at ``t_budget`` and feasible within it."""
+def cmr_at(surface, t_budget: float, grid: np.ndarray, epsilon: float, lam: float | None) -> CmrAtBudget:
+    """The largest ratio that is tolerated at ``t_budget`` and, unless ``lam`` is None, feasible
+    under the Lagrangian with that λ."""
     tolerated = tolerance_ratio(surface, t_budget, epsilon)
-    if tolerated is None:
-        return CmrAtBudget(t_budget, None, None)
+    if tolerated is None or lam is None:
+        return CmrAtBudget(t_budget, tolerated, tolerated)
     if stopping_tokens(surface, np.array([tolerated]), grid, t_budget, epsilon, lam)[0] >= t_budget:
         return CmrAtBudget(t_budget, tolerated, tolerated)
     below = RATIO_GRID[RATIO_GRID < tolerated]
     feasible = below[stopping_tokens(surface, below, grid, t_budget, epsilon, lam) >= t_budget]
-    return CmrAtBudget(t_budget, float(feasible[-1]) if len(feasible) else None, tolerated, True)
+    return CmrAtBudget(t_budget, float(feasible[-1]) if len(feasible) else None, tolerated)
 
 
 def extrapolate_cmr(points: list[CmrAtBudget], t_target: float) -> tuple[float | None, Fit | None]:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from adapt.planner.cmr import (DEFAULT_LAMBDA, LAMBDA_SWEEP, MIN_POINTS, MIN_RATIOS, Pilot,
-                               PlannerError, Surface, cmr_at, extrapolate_cmr, token_grid)
+                               PlannerError, Surface, cmr_at, extrapolate_cmr, stopping_tokens,
+                               token_grid)
 from adapt.planner.dcpt import dcpt_ratio
 
 # A fit is called poor, and the plan says so, past any of these.
@@ -29,6 +30,7 @@ class PlanSpec:
     epsilon: float = 0.05
     tolerance: str = "absolute"
     lam: float = DEFAULT_LAMBDA
+    constraint: str = "tolerance"  # or "lagrangian": the CMR must also be feasible at λ
     bootstrap: int = 50
     seed: int = 0
 
@@ -69,7 +71,7 @@ def check_pilots(data: PilotSet) -> list[str]:
         raise PlannerError(f"the loss curves are flat (largest change {swing:.2g} nats)",
                            "raise plan.pilot_tokens or train.lr so the pilots move the losses")
     final = np.array([p.domain[-1] for p in sorted(data.pilots, key=lambda p: p.ratio)])
-    if np.corrcoef(sorted(p.ratio for p in data.pilots), final)[0, 1] > 0:
+    if np.ptp(final) == 0 or np.corrcoef(sorted(p.ratio for p in data.pilots), final)[0, 1] > 0:
         raise PlannerError("the domain loss does not fall as the domain share grows",
                            "check that the domain eval set holds the domain source's held-out files, "
                            "and raise plan.pilot_tokens so the pilots learn the domain")
@@ -90,14 +92,15 @@ def make_plan(data: PilotSet, spec: PlanSpec) -> dict:
     grid = token_grid(float(min(p.tokens.min() for p in data.pilots)) / t_ref, max(t_target, 1.0))
     surface = Surface(data.pilots, t_ref)
 
-    chosen = _cmr(surface, grid, t_target, epsilon, spec.lam)
+    chosen = _cmr(surface, grid, t_target, epsilon, spec.lam if spec.constraint == "lagrangian" else None)
     if chosen["ratio"] is None:
-        excess = float(surface.general(0.0, min(t_target, 1.0)))
+        excess = float(surface.general(0.0, t_target))
         raise PlannerError(
             f"no feasible ratio: even the lowest domain share raises the general loss by {excess:.3f} nats "
             f"at the target budget, more than the tolerance ε = {epsilon:.3f}",
             "raise plan.epsilon, lower train.lr, or use a stronger replay source")
     interval = _bootstrap(data, spec, surface, grid, t_target, epsilon)
+    t0 = stopping_tokens(surface, np.array([chosen["ratio"]]), grid, t_target, epsilon, spec.lam)[0]
     fits = _fit_report(surface, min(t_target, 1.0))
     loo = _leave_one_ratio_out(surface)
     dcpt = _dcpt(data, t_ref, t_target, epsilon)
@@ -112,6 +115,10 @@ def make_plan(data: PilotSet, spec: PlanSpec) -> dict:
         "epsilon": epsilon,
         "tolerance": spec.tolerance,
         "lambda": spec.lam,
+        "constraint": spec.constraint,
+        # T0: where F stopped decreasing before the budget; None: F still falls there (feasible).
+        "lagrangian_t0": None if np.isinf(t0) else float(t0 * t_ref),
+        "lagrangian_feasible": bool(np.isinf(t0)),
         "base_loss": {"domain": data.base_domain, "general": data.base_general},
         "predicted_change": {"domain": float(surface.domain(chosen["ratio"], t_target)),
                              "general": float(surface.general(chosen["ratio"], t_target))},
@@ -130,7 +137,7 @@ def make_plan(data: PilotSet, spec: PlanSpec) -> dict:
     }
 
 
-def _cmr(surface: Surface, grid: np.ndarray, t_target: float, epsilon: float, lam: float) -> dict:
+def _cmr(surface: Surface, grid: np.ndarray, t_target: float, epsilon: float, lam: float | None) -> dict:
     """The CMR at the target: direct when the pilots reach it, else the R_CMR(T) law."""
     if t_target <= 1.0 + 1e-9:
         at = cmr_at(surface, t_target, grid, epsilon, lam)
@@ -170,7 +177,8 @@ def _bootstrap(data: PilotSet, spec: PlanSpec, surface: Surface, grid: np.ndarra
             pilots.append(Pilot(p.ratio, p.tokens, dom(t) + rng.choice(p.domain - dom(t), len(t)),
                                 gen(t) + rng.choice(p.general - gen(t), len(t))))
         try:
-            ratio = _cmr(Surface(pilots, data.t_ref), grid, t_target, epsilon, spec.lam)["ratio"]
+            ratio = _cmr(Surface(pilots, data.t_ref), grid, t_target, epsilon,
+                         spec.lam if spec.constraint == "lagrangian" else None)["ratio"]
         except (ValueError, FloatingPointError):
             ratio = None
         if ratio is None:
@@ -196,9 +204,7 @@ def _fit_report(surface: Surface, t_budget: float) -> dict:
 def _leave_one_ratio_out(surface: Surface) -> dict:
     """Refit the ratio law at the pilots' budget without each ratio; its error at that ratio."""
     errors = []
-    for i, ratio in enumerate(surface.ratios):
-        if len(surface.ratios) - 1 < MIN_RATIOS:
-            break
+    for i, ratio in enumerate(surface.ratios if len(surface.ratios) > MIN_RATIOS else []):
         domain_fit, general_fit = surface.ratio_fits(1.0, leave_out=i)
         errors.append({"ratio": float(ratio),
                        "domain": float(abs(domain_fit(ratio) - surface.domain_fits[i](1.0))),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import numpy as np
 
 from adapt.errors import AdaptError
 from adapt.fileio import write_json
-from adapt.planner.cmr import Pilot, PlannerError
+from adapt.data.mixture import budget_steps
+from adapt.planner.cmr import MIN_POINTS, Pilot, PlannerError
 from adapt.planner.plan import PilotSet, PlanSpec, make_plan
 from adapt.recipe.load import LoadedRecipe, validate_data
 from adapt.recipe.schema import Recipe
@@ -30,12 +32,13 @@ PILOT_KEY_TAG = "adapt.pilot_key"
 
 @dataclass
 class PlanOutcome:
-    plan_file: Path
-    plot_file: Path
+    plan_file: Path | None
+    plot_file: Path | None
     plan: dict
     reused: int
     ran: int
     tracking_run_id: str | None
+    preempted: bool = False
 
 
 def plan_sources(loaded: LoadedRecipe) -> tuple[str, str]:
@@ -66,36 +69,35 @@ def budgets(loaded: LoadedRecipe) -> tuple[int, int]:
         raise loaded.error("the plan needs a target budget in tokens", "plan.target_tokens",
                            fix="set plan.target_tokens, or train.max_tokens / train.max_steps")
     pilot = plan.pilot_tokens or target // 4
-    steps = pilot // recipe.train.tokens_per_step
-    if steps < 4 * plan.eval_steps:
+    pilot_train = recipe.train.model_copy(update={"max_tokens": pilot, "max_steps": None, "epochs": None})
+    steps = budget_steps(pilot_train, {}, {}, int(os.environ.get("WORLD_SIZE", "1")))
+    if steps < MIN_POINTS * plan.eval_steps:
         raise loaded.error(f"pilots of {pilot:,} tokens make {steps} steps: fewer than 4 evaluations "
                            f"every {plan.eval_steps} steps", "plan.pilot_tokens",
-                           fix=f"raise plan.pilot_tokens to at least {4 * plan.eval_steps * recipe.train.tokens_per_step:,} "
+                           fix=f"raise plan.pilot_tokens to at least {MIN_POINTS * plan.eval_steps * recipe.train.tokens_per_step:,} "
                                f"or lower plan.eval_steps")
     return pilot, target
 
 
-def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path) -> LoadedRecipe:
+def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path) -> tuple[LoadedRecipe, str]:
+    """The recipe of one pilot, and its key: the hash of what the pilot trains and measures, so that
+    a changed recipe (lr, data, model) gets a new pilot in a new directory, never a refused resume."""
     domain, general = plan_sources(loaded)
+    plan = loaded.recipe.plan
     data = loaded.recipe.model_dump(mode="json")
     data["data"]["mixture"] = {domain: ratio, general: round(1.0 - ratio, 6)}
     train = data["train"]
-    train.update(max_tokens=tokens, max_steps=None, epochs=None, eval_steps=loaded.recipe.plan.eval_steps,
-                 output_dir=str(plan_dir / f"pilot-R{ratio:.3f}"))
-    if loaded.recipe.plan.schedule != "recipe":
-        train["schedule"] = loaded.recipe.plan.schedule
+    train.update(max_tokens=tokens, max_steps=None, epochs=None, eval_steps=plan.eval_steps, output_dir=None)
+    if plan.schedule != "recipe":
+        train["schedule"] = plan.schedule
     data["tracking"]["run_name"] = f"{loaded.recipe.name}-pilot-R{ratio:.3f}"
+    data.pop("plan")  # the pilot trains the same whatever epsilon or lambda the plan uses
+    measured = {key: value for key, value in data.items() if key != "tracking"}
+    measured["eval_sets"] = [plan.domain_eval, plan.general_eval]
+    key = hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
+    train["output_dir"] = str(plan_dir / f"pilot-R{ratio:.4f}-{key[:8]}")
     recipe = validate_data(data, Recipe, loaded.path, {})
-    return LoadedRecipe(recipe, loaded.path, loaded.lines)
-
-
-def pilot_key(pilot: LoadedRecipe) -> str:
-    resolved = pilot.recipe.model_dump(mode="json")
-    for volatile in ("output_dir",):
-        resolved["train"].pop(volatile, None)
-    resolved.pop("tracking", None)
-    resolved.pop("plan", None)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+    return LoadedRecipe(recipe, loaded.path, loaded.lines), key
 
 
 def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
@@ -109,7 +111,7 @@ def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
     check_recipe(loaded)
     plan_dir = Path(str(run_dir_of(loaded)) + "-plan")
     results_path = plan_dir / RESULTS_FILE
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = _read_results(results_path)
     tracking = recipe.tracking
     tracker = open_tracker(enabled=tracking.enabled, uri=tracking.uri, experiment=tracking.experiment,
                            run_dir=plan_dir / "tracking", run_name=f"{tracking.run_name or recipe.name}-plan",
@@ -119,50 +121,65 @@ def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
                         "target_tokens": target_tokens})
     parent = tracker.wait_for_run_id(timeout_s=10.0)
     ran = reused = 0
+    ratios = sorted(set(recipe.plan.ratios))
+    keys = []
     try:
-        ratios = sorted(set(recipe.plan.ratios))
         for i, ratio in enumerate(ratios, 1):
-            pilot = pilot_recipe(loaded, ratio, pilot_tokens, plan_dir)
-            key = pilot_key(pilot)
-            if key not in results:
-                found = None if fit_only else _from_mlflow(tracking, key, recipe.plan)
-                if found is None and fit_only:
-                    raise AdaptError(f"no results for the pilot at R={ratio:g} in {results_path}", key="plan.ratios",
-                                     fix="run `adapt plan` without --fit-only to train the missing pilots")
+            pilot, key = pilot_recipe(loaded, ratio, pilot_tokens, plan_dir)
+            keys.append(key)
+            if key in results:
+                reused += 1
+                continue
+            found = _from_mlflow(tracking, key, recipe.plan)
+            if found is None and fit_only:
+                raise AdaptError(f"no results for the pilot at R={ratio:g} in {results_path}", key="plan.ratios",
+                                 fix="run `adapt plan` without --fit-only to train the missing pilots")
+            if found is None:
+                print(f"adapt plan: pilot {i}/{len(ratios)} at domain share R={ratio:g}, {pilot_tokens:,} tokens")
+                found = _train_pilot(pilot, key, parent, recipe.plan)
                 if found is None:
-                    print(f"adapt plan: pilot {i}/{len(ratios)} at domain share R={ratio:g}, {pilot_tokens:,} tokens")
-                    found = _train_pilot(pilot, key, parent, recipe.plan)
-                    ran += 1
-                else:
-                    reused += 1
-                results[key] = {"ratio": ratio, **found}
-                write_json(results_path, results)  # after each pilot: a kill loses at most one
+                    tracker.finish("KILLED")
+                    return PlanOutcome(None, None, {}, reused, ran, tracker.run_id, preempted=True)
+                ran += 1
             else:
                 reused += 1
-        data = pilot_set([results[pilot_key(pilot_recipe(loaded, r, pilot_tokens, plan_dir))] for r in ratios])
+            results[key] = {"ratio": ratio, **found}
+            write_json(results_path, results)  # after each pilot: a kill loses at most one
+        data = pilot_set([results[key] for key in keys])
         spec = PlanSpec(target_tokens=target_tokens, epsilon=recipe.plan.epsilon, tolerance=recipe.plan.tolerance,
-                        lam=recipe.plan.lagrange_lambda, bootstrap=recipe.plan.bootstrap, seed=recipe.data.seed)
+                        lam=recipe.plan.lagrange_lambda, constraint=recipe.plan.constraint,
+                        bootstrap=recipe.plan.bootstrap, seed=recipe.data.seed)
         try:
             plan = make_plan(data, spec)
         except PlannerError as exc:
             raise AdaptError(exc.what, file=str(results_path), key="plan", fix=exc.fix) from None
-        outcome = _write(loaded, plan, data, domain, general, tracker)
+        plan_file, plot_file = _write(loaded, plan, data, domain, general, tracker)
     except BaseException:
         tracker.finish("FAILED")
         raise
     tracker.finish("FINISHED")
-    outcome.ran, outcome.reused, outcome.tracking_run_id = ran, reused, tracker.run_id
-    return outcome
+    return PlanOutcome(plan_file, plot_file, plan, reused, ran, tracker.run_id)
 
 
-def _train_pilot(pilot: LoadedRecipe, key: str, parent: str | None, plan) -> dict:
+def _read_results(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise AdaptError("the pilots' results file is not valid JSON", file=str(path),
+                         fix="delete it: finished pilots are read back from their run directories or MLflow") from None
+
+
+def _train_pilot(pilot: LoadedRecipe, key: str, parent: str | None, plan) -> dict | None:
+    """Train (or resume, or read back a finished) pilot; None if SIGTERM stopped it."""
     from adapt.train.cpt import train
     from adapt.train.metrics import read_metrics
 
     tags = {PILOT_KEY_TAG: key, "adapt.kind": "pilot", **({"mlflow.parentRunId": parent} if parent else {})}
     outcome = train(pilot, tags=tags)
     if outcome.status == "preempted":
-        raise KeyboardInterrupt
+        return None
     return trajectory(read_metrics(outcome.run_dir / "metrics.jsonl"), plan.domain_eval, plan.general_eval)
 
 
@@ -217,11 +234,15 @@ def _from_mlflow(tracking, key: str, plan) -> dict | None:
     except Exception as exc:  # an unreachable server only means the pilot is trained here
         print(f"adapt plan: could not look for pilot {key} in MLflow ({type(exc).__name__}); training it")
         return None
+    found = trajectory(list(rows.values()), plan.domain_eval, plan.general_eval)
+    if len(found["tokens"]) <= MIN_POINTS or found["tokens"][0] != 0:
+        print(f"adapt plan: MLflow run {run_id} of pilot {key} is incomplete; training it")
+        return None
     print(f"adapt plan: reusing pilot {key} from MLflow run {run_id}")
-    return trajectory(list(rows.values()), plan.domain_eval, plan.general_eval)
+    return found
 
 
-def _write(loaded: LoadedRecipe, plan: dict, data: PilotSet, domain: str, general: str, tracker) -> PlanOutcome:
+def _write(loaded: LoadedRecipe, plan: dict, data: PilotSet, domain: str, general: str, tracker) -> tuple[Path, Path]:
     from adapt.planner.plan_file import write_plan
     from adapt.planner.plot import plot_plan
 
@@ -229,11 +250,15 @@ def _write(loaded: LoadedRecipe, plan: dict, data: PilotSet, domain: str, genera
     plan_file = Path(recipe.plan.output or Path("mixtures") / f"{recipe.name}.plan.yaml")
     description = (f"Planned by adapt plan from {len(data.pilots)} pilots of {loaded.path}: the critical mixture "
                    f"ratio at {plan['target_tokens']:,.0f} tokens with ε = {plan['epsilon']:.3g}.")
-    write_plan(plan_file, plan, domain, general, description)
+    try:
+        write_plan(plan_file, plan, domain, general, description)
+    except ValueError as exc:
+        raise AdaptError(str(exc), file=str(plan_file), key="plan",
+                         fix="the pilots' curves could not be fitted: add pilots or raise plan.pilot_tokens") from None
     plot_file = plot_plan(plan_file.with_suffix(".png"), data, plan)
     tracker.log_metrics({"plan/ratio": plan["ratio"], "plan/fit_seconds": plan["fit_seconds"],
                          **({"plan/interval_low": plan["interval"]["low"], "plan/interval_high": plan["interval"]["high"]}
                             if plan["interval"]["low"] is not None else {})}, step=0)
     tracker.log_artifact(plan_file)
     tracker.log_artifact(plot_file)
-    return PlanOutcome(plan_file, plot_file, plan, 0, 0, None)
+    return plan_file, plot_file

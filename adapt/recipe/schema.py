@@ -353,6 +353,8 @@ class PlanSection(Section):
     epsilon: float = Field(0.05, gt=0, description="Largest general-loss rise allowed (nats, or a share if relative).")
     tolerance: Literal["absolute", "relative"] = "absolute"
     lagrange_lambda: float = Field(100.0, gt=0, description="λ of the CMR Lagrangian (the paper used 100-7000).")
+    constraint: Literal["tolerance", "lagrangian"] = Field(
+        "tolerance", description="tolerance: the largest ratio within epsilon; lagrangian: also feasible at λ.")
     bootstrap: int = Field(50, ge=0, description="Bootstrap refits for the confidence interval.")
     output: str | None = Field(None, description="The plan file (default: mixtures/<name>.plan.yaml).")
 

@@ -166,7 +166,8 @@ def _begin(run_dir: Path, resolved: dict) -> RunState:
             yaml.safe_dump(resolved, f, sort_keys=False)
         state.save(run_dir)
         return state
-    changed = changed_keys(state.recipe, resolved)
+    # The plan section only steers `adapt plan`; editing it does not change what this run trains.
+    changed = [key for key in changed_keys(state.recipe, resolved) if key != "plan" and not key.startswith("plan.")]
     if changed:
         raise AdaptError(
             f"the recipe changed since this run began ({', '.join(changed)}); refusing to resume",
