@@ -80,24 +80,25 @@ def budgets(loaded: LoadedRecipe) -> tuple[int, int]:
 
 
 def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path) -> tuple[LoadedRecipe, str]:
-    """The recipe of one pilot, and its key: the hash of what the pilot trains and measures, so that
-    a changed recipe (lr, data, model) gets a new pilot in a new directory, never a refused resume."""
+    """The recipe of one pilot, and its key: the hash of what the pilot trains (the resolved recipe
+    but its run directory, tracking and plan), so that a changed recipe (lr, data, model) gets a new
+    pilot in a new directory, never a refused resume."""
     domain, general = plan_sources(loaded)
     plan = loaded.recipe.plan
     data = loaded.recipe.model_dump(mode="json")
     data["data"]["mixture"] = {domain: ratio, general: round(1.0 - ratio, 6)}
-    train = data["train"]
-    train.update(max_tokens=tokens, max_steps=None, epochs=None, eval_steps=plan.eval_steps, output_dir=None)
+    data["train"].update(max_tokens=tokens, max_steps=None, epochs=None, eval_steps=plan.eval_steps)
     if plan.schedule != "recipe":
-        train["schedule"] = plan.schedule
+        data["train"]["schedule"] = plan.schedule
     data["tracking"]["run_name"] = f"{loaded.recipe.name}-pilot-R{ratio:.3f}"
-    data.pop("plan")  # the pilot trains the same whatever epsilon or lambda the plan uses
-    measured = {key: value for key, value in data.items() if key != "tracking"}
-    measured["eval_sets"] = [plan.domain_eval, plan.general_eval]
-    key = hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
-    train["output_dir"] = str(plan_dir / f"pilot-R{ratio:.4f}-{key[:8]}")
-    recipe = validate_data(data, Recipe, loaded.path, {})
-    return LoadedRecipe(recipe, loaded.path, loaded.lines), key
+    data.pop("plan")  # a pilot trains the same whatever epsilon or lambda the plan uses
+    trained = validate_data(data, Recipe, loaded.path, {}).model_dump(mode="json")
+    for volatile in ("tracking", "plan"):
+        trained.pop(volatile)
+    trained["train"].pop("output_dir")
+    key = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:16]
+    data["train"]["output_dir"] = str(plan_dir / f"pilot-R{ratio:.4f}-{key[:8]}")
+    return LoadedRecipe(validate_data(data, Recipe, loaded.path, {}), loaded.path, loaded.lines), key
 
 
 def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
@@ -127,7 +128,8 @@ def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
         for i, ratio in enumerate(ratios, 1):
             pilot, key = pilot_recipe(loaded, ratio, pilot_tokens, plan_dir)
             keys.append(key)
-            if key in results:
+            eval_sets = [recipe.plan.domain_eval, recipe.plan.general_eval]
+            if key in results and results[key].get("eval_sets", eval_sets) == eval_sets:
                 reused += 1
                 continue
             found = _from_mlflow(tracking, key, recipe.plan)
@@ -143,7 +145,7 @@ def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
                 ran += 1
             else:
                 reused += 1
-            results[key] = {"ratio": ratio, **found}
+            results[key] = {"ratio": ratio, "eval_sets": eval_sets, **found}
             write_json(results_path, results)  # after each pilot: a kill loses at most one
         data = pilot_set([results[key] for key in keys])
         spec = PlanSpec(target_tokens=target_tokens, epsilon=recipe.plan.epsilon, tolerance=recipe.plan.tolerance,
