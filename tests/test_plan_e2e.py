@@ -12,7 +12,7 @@ from adapt.recipe import load_recipe
 from adapt.recipe.schema import MixtureFile
 
 PLAN = {"ratios": [0.0, 0.5, 0.75, 1.0], "pilot_tokens": 12288, "target_tokens": 24576, "eval_steps": 4,
-        "epsilon": 0.1, "bootstrap": 5}
+        "epsilon": 0.1, "bootstrap": 5, "refine": 0}
 
 
 def _recipe(make_recipe, tmp_path, **plan):

@@ -159,3 +159,14 @@ def test_feasible_means_the_lagrangian_still_falls_at_the_budget():
     growing = _Surface(lambda r: 0.05 * r ** 2)
     assert cmr_at(growing, 1.0, grid, 0.05, 1.0).cmr == 1.0
     assert cmr_at(growing, 1.0, grid, 0.05, 100.0).cmr == pytest.approx(0.1, abs=0.01)
+
+
+def test_refinement_adds_a_pilot_where_the_cmr_falls_between_distant_pilots():
+    from adapt.planner.sweep import _refinement
+
+    data = sample_pilots(LawSurface(), [0.0, 0.5, 1.0])
+    spec = PlanSpec(target_tokens=1e6, bootstrap=0)
+    extra = _refinement(data, spec, [0.0, 0.5, 1.0], gap=0.1)
+    assert extra is not None and 0.0 < extra < 0.5
+    assert abs(extra - make_plan(data, spec)["ratio"]) < 0.006
+    assert _refinement(sample_pilots(LawSurface(), RATIOS), spec, RATIOS, gap=0.3) is None

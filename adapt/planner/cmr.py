@@ -37,7 +37,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.optimize import brentq
 
-from adapt.planner.laws import Fit, fit_general_law, fit_power_law, fit_ratio_law
+from adapt.planner.laws import Fit, fit_general_law, fit_power_law, fit_ratio_curve
 
 DEFAULT_LAMBDA = 100.0
 LAMBDA_SWEEP = (1.0, 10.0, 100.0, 1000.0, 7000.0)
@@ -77,6 +77,7 @@ class Surface:
 
     pilots: list[Pilot]
     t_ref: float
+    max_misfit: float | None = None  # see laws.fit_ratio_curve
     domain_fits: list[Fit] = field(init=False)
     general_fits: list[Fit] = field(init=False)
 
@@ -93,7 +94,7 @@ class Surface:
             r = self.ratios[keep]
             dom = np.array([self.domain_fits[i](t) for i in keep])
             gen = np.array([self.general_fits[i](t) for i in keep])
-            self._cache[key] = (fit_ratio_law(r, dom), fit_ratio_law(r, gen))
+            self._cache[key] = (fit_ratio_curve(r, dom, self.max_misfit), fit_ratio_curve(r, gen, self.max_misfit))
         return self._cache[key]
 
     def domain(self, r, t: float) -> np.ndarray:

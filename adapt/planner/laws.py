@@ -17,12 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 from scipy.optimize import minimize, minimize_scalar
 
 # Bounds on the exponents. Unbounded, a fit on five or six points drives s to ±50 and α to
 # 1e-30: a perfect fit that extrapolates to nonsense.
 RATIO_EXPONENT = (0.2, 4.0)
-TOKEN_EXPONENT = (-3.0, 3.0)
+# Token exponents: a loss change that grows like t^3 fits a short pilot and explodes at 4x its
+# budget. Forgetting that keeps growing may do so sub-linearly, hence the small positive bound.
+TOKEN_EXPONENT = (-2.0, 0.5)
 # The log form ΔL(R) = α·ln(R + δ) + β: two parameters, linear in them, so it always fits.
 LOG_OFFSET = 0.05
 MIN_EXPONENT_GAP = 0.2
@@ -126,6 +129,28 @@ def fit_ratio_law(ratios, losses) -> Fit:
     (alpha, beta), _ = _linear_fit([np.log(r + LOG_OFFSET)], y)
     return Fit("ratio_log", {"alpha": float(alpha), "beta": float(beta)}, r, y,
                notes=[f"exponent reached its bound {fit.params['s']:.2f}; fell back to α·ln(R+{LOG_OFFSET})+β"])
+
+
+class InterpolatedFit(Fit):
+    """A shape-preserving (PCHIP) curve through the points: where the ratio law misses the pilots
+    by a sizeable part of ε, placing ε on the law would place it on the misfit."""
+
+    def __call__(self, x) -> np.ndarray:
+        return PchipInterpolator(self.x, self.y, extrapolate=True)(np.asarray(x, dtype=float))
+
+
+def fit_ratio_curve(ratios, losses, max_misfit: float | None) -> Fit:
+    """The ratio law, or a PCHIP interpolation of the pilots when the law misses one of them by
+    more than ``max_misfit`` (the notes say so)."""
+    law = fit_ratio_law(ratios, losses)
+    if max_misfit is None:
+        return law
+    misfit = float(np.max(np.abs(law(law.x) - law.y)))
+    if misfit <= max_misfit:
+        return law
+    order = np.argsort(law.x)
+    return InterpolatedFit("pchip", {}, law.x[order], law.y[order],
+                           notes=[f"the {law.form} law missed a pilot by {misfit:.3f} nats; interpolated the pilots"])
 
 
 def fit_power_law(t, losses) -> Fit:

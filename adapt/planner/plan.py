@@ -17,6 +17,7 @@ from adapt.planner.dcpt import dcpt_ratio
 MIN_R2 = 0.9
 MAX_METHOD_GAP = 0.1     # CMR-law extrapolation against the token laws' own extrapolation
 MAX_CI_WIDTH = 0.25
+MAX_RATIO_MISFIT = 0.25  # of ε: past it the ratio law gives way to interpolating the pilots
 MAX_LOO_SHARE = 0.5      # of ε: a ratio law that cannot predict a left-out pilot to ε/2 cannot place ε
 EXTRAPOLATION_BUDGETS = 8
 
@@ -90,7 +91,7 @@ def make_plan(data: PilotSet, spec: PlanSpec) -> dict:
     t_ref = data.t_ref
     t_target = spec.target_tokens / t_ref
     grid = token_grid(float(min(p.tokens.min() for p in data.pilots)) / t_ref, max(t_target, 1.0))
-    surface = Surface(data.pilots, t_ref)
+    surface = Surface(data.pilots, t_ref, MAX_RATIO_MISFIT * epsilon)
 
     chosen = _cmr(surface, grid, t_target, epsilon, spec.lam if spec.constraint == "lagrangian" else None)
     if chosen["ratio"] is None:
@@ -177,7 +178,7 @@ def _bootstrap(data: PilotSet, spec: PlanSpec, surface: Surface, grid: np.ndarra
             pilots.append(Pilot(p.ratio, p.tokens, dom(t) + rng.choice(p.domain - dom(t), len(t)),
                                 gen(t) + rng.choice(p.general - gen(t), len(t))))
         try:
-            ratio = _cmr(Surface(pilots, data.t_ref), grid, t_target, epsilon,
+            ratio = _cmr(Surface(pilots, data.t_ref, surface.max_misfit), grid, t_target, epsilon,
                          spec.lam if spec.constraint == "lagrangian" else None)["ratio"]
         except (ValueError, FloatingPointError):
             ratio = None
@@ -202,10 +203,14 @@ def _fit_report(surface: Surface, t_budget: float) -> dict:
 
 
 def _leave_one_ratio_out(surface: Surface) -> dict:
-    """Refit the ratio law at the pilots' budget without each ratio; its error at that ratio."""
+    """Refit the ratio curve at the pilots' budget without each interior ratio (one with pilots on
+    both sides: leaving out an end would test extrapolation, which no plan needs); its error there."""
     errors = []
-    for i, ratio in enumerate(surface.ratios if len(surface.ratios) > MIN_RATIOS else []):
-        domain_fit, general_fit = surface.ratio_fits(1.0, leave_out=i)
+    order = np.argsort(surface.ratios)
+    interior = order[1:-1] if len(surface.ratios) > MIN_RATIOS else []
+    for i in interior:
+        ratio = surface.ratios[i]
+        domain_fit, general_fit = surface.ratio_fits(1.0, leave_out=int(i))
         errors.append({"ratio": float(ratio),
                        "domain": float(abs(domain_fit(ratio) - surface.domain_fits[i](1.0))),
                        "general": float(abs(general_fit(ratio) - surface.general_fits[i](1.0)))})
@@ -226,8 +231,8 @@ def _dcpt(data: PilotSet, t_ref: float, t_target: float, epsilon: float) -> dict
 def _quality(fits: dict, chosen: dict, interval: dict, loo: dict, epsilon: float) -> dict:
     reasons = []
     # R² says nothing about a curve that barely moves (the domain loss at R = 0, say): only
-    # curves that move by more than a tenth of ε are judged.
-    judged = [f[name] for f in fits["tokens"] for name in ("domain", "general") if f[name]["range"] > 0.1 * epsilon]
+    # curves that move by more than ε/2 are judged.
+    judged = [f[name] for f in fits["tokens"] for name in ("domain", "general") if f[name]["range"] > 0.5 * epsilon]
     worst = min((f["r2"] for f in judged), default=1.0)
     if worst < MIN_R2:
         reasons.append(f"a token law fits with R² {worst:.2f} (< {MIN_R2})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -123,34 +123,43 @@ def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
     parent = tracker.wait_for_run_id(timeout_s=10.0)
     ran = reused = 0
     ratios = sorted(set(recipe.plan.ratios))
-    keys = []
+    keys: dict[float, str] = {}
+    spec = PlanSpec(target_tokens=target_tokens, epsilon=recipe.plan.epsilon, tolerance=recipe.plan.tolerance,
+                    lam=recipe.plan.lagrange_lambda, constraint=recipe.plan.constraint,
+                    bootstrap=recipe.plan.bootstrap, seed=recipe.data.seed)
     try:
-        for i, ratio in enumerate(ratios, 1):
-            pilot, key = pilot_recipe(loaded, ratio, pilot_tokens, plan_dir)
-            keys.append(key)
-            eval_sets = [recipe.plan.domain_eval, recipe.plan.general_eval]
-            if key in results and results[key].get("eval_sets", eval_sets) == eval_sets:
-                reused += 1
-                continue
-            found = _from_mlflow(tracking, key, recipe.plan)
-            if found is None and fit_only:
-                raise AdaptError(f"no results for the pilot at R={ratio:g} in {results_path}", key="plan.ratios",
-                                 fix="run `adapt plan` without --fit-only to train the missing pilots")
-            if found is None:
-                print(f"adapt plan: pilot {i}/{len(ratios)} at domain share R={ratio:g}, {pilot_tokens:,} tokens")
-                found = _train_pilot(pilot, key, parent, recipe.plan)
+        for round_ in range(recipe.plan.refine + 1):
+            for ratio in ratios:
+                if ratio in keys:
+                    continue
+                pilot, key = pilot_recipe(loaded, ratio, pilot_tokens, plan_dir)
+                keys[ratio] = key
+                eval_sets = [recipe.plan.domain_eval, recipe.plan.general_eval]
+                if key in results and results[key].get("eval_sets", eval_sets) == eval_sets:
+                    reused += 1
+                    continue
+                found = _from_mlflow(tracking, key, recipe.plan)
+                if found is None and fit_only:
+                    raise AdaptError(f"no results for the pilot at R={ratio:g} in {results_path}", key="plan.ratios",
+                                     fix="run `adapt plan` without --fit-only to train the missing pilots")
                 if found is None:
-                    tracker.finish("KILLED")
-                    return PlanOutcome(None, None, {}, reused, ran, tracker.run_id, preempted=True)
-                ran += 1
-            else:
-                reused += 1
-            results[key] = {"ratio": ratio, "eval_sets": eval_sets, **found}
-            write_json(results_path, results)  # after each pilot: a kill loses at most one
-        data = pilot_set([results[key] for key in keys])
-        spec = PlanSpec(target_tokens=target_tokens, epsilon=recipe.plan.epsilon, tolerance=recipe.plan.tolerance,
-                        lam=recipe.plan.lagrange_lambda, constraint=recipe.plan.constraint,
-                        bootstrap=recipe.plan.bootstrap, seed=recipe.data.seed)
+                    print(f"adapt plan: pilot {len(keys)}/{len(ratios)} at domain share R={ratio:g}, {pilot_tokens:,} tokens")
+                    found = _train_pilot(pilot, key, parent, recipe.plan)
+                    if found is None:
+                        tracker.finish("KILLED")
+                        return PlanOutcome(None, None, {}, reused, ran, tracker.run_id, preempted=True)
+                    ran += 1
+                else:
+                    reused += 1
+                results[key] = {"ratio": ratio, "eval_sets": eval_sets, **found}
+                write_json(results_path, results)  # after each pilot: a kill loses at most one
+            data = pilot_set([results[keys[r]] for r in ratios])
+            extra = None if round_ == recipe.plan.refine else _refinement(data, spec, ratios, recipe.plan.refine_gap)
+            if extra is None or (fit_only and pilot_recipe(loaded, extra, pilot_tokens, plan_dir)[1] not in results):
+                break
+            print(f"adapt plan: the CMR lies between pilots more than {recipe.plan.refine_gap:g} apart; "
+                  f"adding a pilot at R={extra:g}")
+            ratios = sorted(ratios + [extra])
         try:
             plan = make_plan(data, spec)
         except PlannerError as exc:
@@ -161,6 +170,21 @@ def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
         raise
     tracker.finish("FINISHED")
     return PlanOutcome(plan_file, plot_file, plan, reused, ran, tracker.run_id)
+
+
+def _refinement(data: PilotSet, spec: PlanSpec, ratios: list[float], gap: float) -> float | None:
+    """A ratio for one more pilot: the CMR so far, when the pilots on either side of it are more
+    than ``gap`` apart (the ratio curve is least certain there); None when no pilot is needed."""
+    try:
+        cmr = make_plan(data, replace(spec, bootstrap=0))["ratio"]
+    except PlannerError:
+        return None  # the final fit reports it
+    below = max((r for r in ratios if r <= cmr), default=None)
+    above = min((r for r in ratios if r >= cmr), default=None)
+    candidate = round(cmr, 2)
+    if below is None or above is None or above - below <= gap or candidate in ratios:
+        return None
+    return candidate
 
 
 def _read_results(path: Path) -> dict:

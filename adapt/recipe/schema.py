@@ -356,6 +356,8 @@ class PlanSection(Section):
     constraint: Literal["tolerance", "lagrangian"] = Field(
         "tolerance", description="tolerance: the largest ratio within epsilon; lagrangian: also feasible at λ.")
     bootstrap: int = Field(50, ge=0, description="Bootstrap refits for the confidence interval.")
+    refine: int = Field(1, ge=0, description="Extra pilots, each at the CMR found so far, where the pilots around it are far apart.")
+    refine_gap: float = Field(0.1, gt=0, le=1, description="Pilots further apart than this around the CMR get one between them.")
     output: str | None = Field(None, description="The plan file (default: mixtures/<name>.plan.yaml).")
 
     @field_validator("ratios")
