@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -79,7 +80,8 @@ def budgets(loaded: LoadedRecipe) -> tuple[int, int]:
     return pilot, target
 
 
-def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path) -> tuple[LoadedRecipe, str]:
+def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path,
+                 target_tokens: int | None = None) -> tuple[LoadedRecipe, str]:
     """The recipe of one pilot, and its key: the hash of what the pilot trains (the resolved recipe
     but its run directory, tracking and plan), so that a changed recipe (lr, data, model) gets a new
     pilot in a new directory, never a refused resume."""
@@ -88,6 +90,12 @@ def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path
     data = loaded.recipe.model_dump(mode="json")
     data["data"]["mixture"] = {domain: ratio, general: round(1.0 - ratio, 6)}
     data["train"].update(max_tokens=tokens, max_steps=None, epochs=None, eval_steps=plan.eval_steps)
+    if target_tokens:
+        # Warm up for as many steps as the planned run will: a warmup_ratio of a short pilot is a
+        # much sharper lr rise, and forgets more early on than the planned run does.
+        per_step = loaded.recipe.train.tokens_per_step
+        warmup_steps = loaded.recipe.train.warmup_ratio * math.ceil(target_tokens / per_step)
+        data["train"]["warmup_ratio"] = min(1.0, warmup_steps / math.ceil(tokens / per_step))
     if plan.schedule != "recipe":
         data["train"]["schedule"] = plan.schedule
     data["tracking"]["run_name"] = f"{loaded.recipe.name}-pilot-R{ratio:.3f}"
@@ -132,7 +140,7 @@ def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
             for ratio in ratios:
                 if ratio in keys:
                     continue
-                pilot, key = pilot_recipe(loaded, ratio, pilot_tokens, plan_dir)
+                pilot, key = pilot_recipe(loaded, ratio, pilot_tokens, plan_dir, target_tokens)
                 keys[ratio] = key
                 eval_sets = [recipe.plan.domain_eval, recipe.plan.general_eval]
                 if key in results and results[key].get("eval_sets", eval_sets) == eval_sets:
@@ -155,7 +163,7 @@ def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
                 write_json(results_path, results)  # after each pilot: a kill loses at most one
             data = pilot_set([results[keys[r]] for r in ratios])
             extra = None if round_ == recipe.plan.refine else _refinement(data, spec, ratios, recipe.plan.refine_gap)
-            if extra is None or (fit_only and pilot_recipe(loaded, extra, pilot_tokens, plan_dir)[1] not in results):
+            if extra is None or (fit_only and pilot_recipe(loaded, extra, pilot_tokens, plan_dir, target_tokens)[1] not in results):
                 break
             print(f"adapt plan: the CMR lies between pilots more than {recipe.plan.refine_gap:g} apart; "
                   f"adding a pilot at R={extra:g}")
