@@ -44,6 +44,14 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(make_recipe, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from adapt.tracking import default_tracking_uri
+
+    # Create the sqlite store first: a SIGKILL while MLflow is still creating its tables (the
+    # sender does that in the background, slowly on a loaded machine) leaves a store that the
+    # resumed run cannot open ("table ... already exists"). That is MLflow's migration, not ours.
+    MlflowClient(default_tracking_uri()).search_experiments()
     recipe = make_recipe("killed", tracking={"enabled": True})
     run_dir = tmp_path / "runs" / "killed"
     proc = start(recipe)
@@ -65,10 +73,6 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(make_recipe, tmp_path)
     assert sorted(got) == list(range(1, STEPS + 1))
     for step in range(1, STEPS + 1):  # same data, in the same order, and the same optimizer state
         assert abs(got[step] - expected[step]) < 1e-4, (step, got[step], expected[step])
-
-    from mlflow.tracking import MlflowClient
-
-    from adapt.tracking import default_tracking_uri
 
     client = MlflowClient(default_tracking_uri())
     runs = client.search_runs([client.get_experiment_by_name("adapt").experiment_id])
