@@ -27,10 +27,29 @@ def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
     from adapt.train.arguments import check_trainer_args
 
     try:
-        check_trainer_args(recipe.train)
+        check_trainer_args(recipe.train, recipe.kind)
     except AdaptError as exc:
         raise loaded.error(exc.what, exc.key, exc.fix) from None
+    if recipe.kind == "grpo":
+        _check_grpo(loaded)
     return resolve_sources(loaded)
+
+
+def _check_grpo(loaded: LoadedRecipe) -> None:
+    """GRPO's tasks parse, its reward functions import, and its batches hold whole groups."""
+    from adapt.rewards import import_function
+    from adapt.train.grpo import load_recipe_tasks
+
+    recipe = loaded.recipe
+    rows = recipe.train.batch_size * recipe.train.grad_accum
+    if rows % recipe.grpo.num_generations:
+        raise loaded.error(f"batch_size x grad_accum ({rows}) is not a multiple of grpo.num_generations "
+                           f"({recipe.grpo.num_generations})", "train.batch_size",
+                           fix="each batch must hold whole groups of completions of one prompt")
+    for i, spec in enumerate(recipe.grpo.rewards):
+        if spec.function:
+            import_function(loaded, spec.function, f"grpo.rewards.{i}.function")
+    load_recipe_tasks(loaded)
 
 
 def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_size: int = 1) -> dict:
@@ -39,21 +58,46 @@ def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_
 
     recipe = loaded.recipe
     tokens = {name: int(_bytes(src, src.train) / BYTES_PER_TOKEN) for name, src in sources.items()}
+    report = {name: {"train_files": len(src.train), "heldout_files": len(src.heldout), "approx_tokens": tokens[name]}
+              for name, src in sources.items()}
+    eval_tokens = {name: int(_bytes(src, src.heldout) / BYTES_PER_TOKEN) for name, src in sources.items()}
+    for name, size in _row_source_bytes(loaded).items():  # rows are counted by the data stage
+        tokens[name], eval_tokens[name] = int(size / BYTES_PER_TOKEN), 0
+        report[name] = {"train_files": "rows", "heldout_files": "rows", "approx_tokens": tokens[name]}
     shares = {n: s for n, s in recipe.data.mixture.items() if s > 0}
     steps = budget_steps(recipe.train, tokens, shares, world_size)
-    eval_tokens = sum(min(spec.max_tokens, int(_bytes(sources[spec.source], sources[spec.source].heldout) / BYTES_PER_TOKEN))
-                      for spec in recipe.data.eval.values())
+    eval_total = sum(min(spec.max_tokens, eval_tokens[spec.source]) for spec in recipe.data.eval.values())
     device = "cpu-bf16" if recipe.train.precision in ("auto", "bf16") and cpu_has_bf16() else "cpu-fp32"
+    # The time and memory model is CPT's: DPO scores two completions per row, GRPO mostly generates.
+    timing = (estimate(recipe, steps, eval_total, device) if recipe.kind in ("cpt", "sft")
+              else {"seconds": None, "no_estimate": f"no time estimate for {recipe.kind} (estimates cover cpt and sft)"})
     return {
-        "sources": {name: {"train_files": len(src.train), "heldout_files": len(src.heldout),
-                           "approx_tokens": tokens[name]} for name, src in sources.items()},
+        "sources": report,
         "mixture": shares,
         "steps": steps,
         "train_tokens": steps * recipe.train.tokens_per_step * world_size,
-        "eval_tokens": eval_tokens,
+        "eval_tokens": eval_total,
         "estimate_device": device,
-        **estimate(recipe, steps, eval_tokens, device),
+        **timing,
     }
+
+
+def _row_source_bytes(loaded: LoadedRecipe) -> dict[str, int]:
+    """Bytes of the local files of each row source (instructions, preferences, code tasks)."""
+    from adapt.recipe.schema import DOCUMENT_KINDS
+
+    sizes = {}
+    for source in loaded.recipe.data.sources:
+        if source.kind in DOCUMENT_KINDS:
+            continue
+        path = getattr(source, "path", None)
+        direct = loaded.base_dir / path if path else None
+        if direct is not None and direct.is_file():
+            files = [direct]
+        else:  # a glob, or a hub dataset (no local files: 0)
+            files = list(loaded.base_dir.glob(path)) if path and not Path(path).is_absolute() else []
+        sizes[source.name] = sum(f.stat().st_size for f in files if f.is_file())
+    return sizes
 
 
 def _bytes(source: ResolvedSource, refs) -> int:

@@ -103,7 +103,7 @@ def _cost_table(cost: dict) -> str:
                      f"time ≈{_duration(cost['seconds'])} on {cost['estimate_device']}   "
                      f"peak memory ≈{cost['peak_memory_bytes'] / 2**30:.1f} GiB")
     else:
-        lines.append("time and memory: unknown until the model's config is local")
+        lines.append(cost.get("no_estimate", "time and memory: unknown until the model's config is local"))
     return "\n".join(lines)
 
 
@@ -113,28 +113,26 @@ def _duration(seconds: float) -> str:
 
 def _data(args) -> int:
     from adapt.checks import check_recipe
-    from adapt.data.prepare import prepare_data
     from adapt.data.report import REPORT_MD, markdown, write_data_outputs
-    from adapt.model import load_tokenizer, resolve_model_path
     from adapt.recipe import load_recipe
-    from adapt.train.cpt import fim_sentinels, run_dir_of
+    from adapt.train.runner import run_dir_of
+    from adapt.train.stages import prepare_data_report
 
     loaded = load_recipe(args.recipe, args.overrides)
     check_recipe(loaded)
-    tokenizer = load_tokenizer(resolve_model_path(loaded.recipe.model), loaded.recipe.model.trust_remote_code)
-    sentinels, _ = fim_sentinels(loaded, tokenizer)
-    data = prepare_data(loaded, tokenizer, sentinels=sentinels)
+    report, manifest = prepare_data_report(loaded)
     run_dir = run_dir_of(loaded)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_data_outputs(run_dir, data.report, data.manifest)
-    print(markdown(data.report))
+    write_data_outputs(run_dir, report, manifest)
+    print(markdown(report))
     print(f"adapt: data report in {run_dir / REPORT_MD}")
     return 0
 
 
 def _train(args) -> int:
     from adapt.recipe import load_recipe
-    from adapt.train.cpt import EXIT_PREEMPTED, train
+    from adapt.train.runner import EXIT_PREEMPTED
+    from adapt.train.stages import train
 
     loaded = load_recipe(args.recipe, args.overrides)
     outcome = train(loaded)
@@ -160,7 +158,7 @@ def _plan(args) -> int:
 
     outcome = run_plan(load_recipe(args.recipe, args.overrides), fit_only=args.fit_only)
     if outcome.preempted:
-        from adapt.train.cpt import EXIT_PREEMPTED
+        from adapt.train.runner import EXIT_PREEMPTED
 
         print("adapt plan: stopped by SIGTERM after saving the pilot's checkpoint; run the same command "
               "again to continue the sweep", file=sys.stderr)

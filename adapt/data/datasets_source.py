@@ -14,6 +14,15 @@ _BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl"
 
 def load_rows(source, base_dir: Path, error, key: str):
     """The dataset's split with a ``text_field`` column; errors name the recipe key and the fix."""
+    table = load_table(source, base_dir, error, key)
+    if source.text_field not in table.column_names:
+        raise error(f"dataset has no column {source.text_field!r} (columns: {', '.join(table.column_names)})",
+                    f"{key}.text_field", fix="set text_field to the column that holds the text")
+    return table
+
+
+def load_table(source, base_dir: Path, error, key: str):
+    """The split named by a source's ``path`` or ``hub`` and ``split``, whatever its columns."""
     import datasets
 
     from adapt.paths import cache_dir
@@ -35,9 +44,6 @@ def load_rows(source, base_dir: Path, error, key: str):
                     fix="check that the files are valid parquet/arrow/json (or the name and split)") from None
     finally:
         quiet.setLevel(level)
-    if source.text_field not in table.column_names:
-        raise error(f"dataset has no column {source.text_field!r} (columns: {', '.join(table.column_names)})",
-                    f"{key}.text_field", fix="set text_field to the column that holds the text")
     return table
 
 

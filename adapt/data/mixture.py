@@ -45,8 +45,12 @@ def allocate(shares: dict[str, float], total_blocks: int) -> dict[str, int]:
 
 def plan_mixture(available: dict[str, int], shares: dict[str, float], total_blocks: int,
                  max_repetition: float, seed: int) -> MixturePlan:
+    return draw(available, allocate(shares, total_blocks), max_repetition, seed)
+
+
+def draw(available: dict[str, int], counts: dict[str, int], max_repetition: float, seed: int) -> MixturePlan:
+    """Take ``counts[name]`` items of each source, in fresh shuffles of it, and interleave them."""
     rng = np.random.default_rng(seed)
-    counts = allocate(shares, total_blocks)
     order: list[tuple[str, int]] = []
     for name, needed in counts.items():
         have = available[name]

@@ -44,10 +44,10 @@ def prepare_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1, sentinels
     # Held-out first: eval documents must exist before training documents are checked against them.
     eval_sets = {}
     for set_name, spec in recipe.data.eval.items():
-        docs = _tokenize(loaded, curator, sources[spec.source], "heldout", tokenizer, key=f"data.eval.{set_name}")
+        docs = tokenize_source(loaded, curator, sources[spec.source], "heldout", tokenizer, key=f"data.eval.{set_name}")
         eval_sets[set_name] = docs.capped(spec.max_tokens_per_file, spec.max_tokens)
     fim_modes: Counter = Counter()
-    train_docs = {name: _tokenize(loaded, curator, sources[name], "train", tokenizer, sentinels=sentinels,
+    train_docs = {name: tokenize_source(loaded, curator, sources[name], "train", tokenizer, sentinels=sentinels,
                                   fim_modes=fim_modes) for name in shares}
 
     steps = budget_steps(recipe.train, {n: d.num_tokens for n, d in train_docs.items()}, shares, world_size)
@@ -71,7 +71,7 @@ def prepare_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1, sentinels
     return PreparedData(train, evals, steps, report, curator.manifest)
 
 
-def _tokenize(loaded: LoadedRecipe, curator: Curator, source: ResolvedSource, split: str, tokenizer,
+def tokenize_source(loaded: LoadedRecipe, curator: Curator, source: ResolvedSource, split: str, tokenizer,
               key: str | None = None, sentinels=None, fim_modes: Counter | None = None) -> TokenizedDocs:
     refs = source.train if split == "train" else source.heldout
     docs = curator.documents(source, refs, split)

@@ -24,14 +24,17 @@ def write_data_outputs(directory: Path, report: dict, manifest: list[dict]) -> l
 
 def markdown(report: dict) -> str:
     curation = report.get("curation", {})
-    lines = ["# Data report", "", f"{report['train_tokens']:,} training tokens in {report['steps']:,} steps; "
-             f"packing efficiency {report['packing']['efficiency']:.1%}, "
-             f"{report['packing']['truncated_tokens']} tokens truncated.", "",
+    efficiency = report["packing"]["efficiency"]
+    efficiency = f"{efficiency:.1%}" if efficiency is not None else f"set by {report['packing']['mode']}"
+    tokens = f"{report['train_tokens']:,} training tokens" if report["train_tokens"] is not None else "Training rows"
+    steps = f" in {report['steps']:,} steps" if report["steps"] else ""
+    lines = ["# Data report", "", f"{tokens}{steps}; "
+             f"packing efficiency {efficiency}, {report['packing']['truncated_tokens']} tokens truncated.", "",
              "## Sources", "", "| source | train files | held-out files | tokens | dropped |", "|---|---|---|---|---|"]
     for name, src in report["sources"].items():
         dropped = curation.get("dropped", {}).get(name, {})
         dropped_text = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) or "none"
-        tokens = f"{src['tokens']:,}" if src["tokens"] is not None else "(eval only)"
+        tokens = f"{src['tokens']:,}" if src["tokens"] is not None else "rows" if "format" in src else "(eval only)"
         lines.append(f"| {name} | {src['train_documents']} | {src['heldout_documents']} | {tokens} | {dropped_text} |")
     lines += ["", "## Mixture", "", "| source | target | realised | repetition |", "|---|---|---|---|"]
     for name, mix in report["mixture"].items():
@@ -50,5 +53,6 @@ def markdown(report: dict) -> str:
     for title, key in (("Licences", "licences"), ("Languages", "languages")):
         counts = curation.get(key, {})
         lines += ["", f"## {title}", ""] + [f"- {k}: {v}" for k, v in counts.items()]
-    lines += ["", "## Eval sets", ""] + [f"- {n}: {e['tokens']:,} tokens" for n, e in report["eval"].items()]
+    lines += ["", "## Eval sets", ""] + [f"- {n}: {e['tokens']:,} tokens" if e["tokens"] is not None
+                                         else f"- {n}: {e['examples']} rows" for n, e in report["eval"].items()]
     return "\n".join(lines) + "\n"

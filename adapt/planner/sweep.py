@@ -115,6 +115,9 @@ def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
     from adapt.train.cpt import run_dir_of
 
     recipe = loaded.recipe
+    if recipe.kind != "cpt":
+        raise loaded.error(f"adapt plan plans the replay ratio of continual pretraining, not of kind {recipe.kind}",
+                           "kind", fix="run adapt plan on the CPT recipe; SFT rehearsal takes a share in data.mixture")
     domain, general = plan_sources(loaded)
     pilot_tokens, target_tokens = budgets(loaded)
     check_recipe(loaded)

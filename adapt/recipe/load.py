@@ -20,7 +20,7 @@ from adapt.recipe.schema import MixtureFile, Recipe
 
 _BUDGETS = {"train.max_tokens", "train.max_steps", "train.epochs"}
 # Keys whose values are free-form maps: an override may add a new key under them.
-_OPEN_MAPS = {"mixture", "eval", "trainer_args"}
+_OPEN_MAPS = {"mixture", "eval", "trainer_args", "columns"}
 
 
 @dataclass
@@ -274,6 +274,7 @@ def _resolve_builtin_corpus(loaded: LoadedRecipe) -> None:
 
 def _check_cross_references(loaded: LoadedRecipe) -> None:
     _resolve_builtin_corpus(loaded)
+    _check_stage_sources(loaded)
     data = loaded.recipe.data
     names = [s.name for s in data.sources]
     for i, name in enumerate(names):
@@ -318,3 +319,33 @@ def _read_mixture_file(loaded: LoadedRecipe, ref: str) -> dict[str, float]:
 def _close(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(word, options, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# Which source kinds each stage kind trains on; documents mix into SFT as rehearsal.
+_STAGE_SOURCES = {"cpt": ("documents",), "sft": ("instructions", "documents"), "dpo": ("preferences",),
+                  "grpo": ("code_tasks",)}
+_NEEDED = {"sft": "instructions", "dpo": "preferences", "grpo": "code_tasks"}
+
+
+def _check_stage_sources(loaded: LoadedRecipe) -> None:
+    from adapt.recipe.schema import DOCUMENT_KINDS
+
+    recipe = loaded.recipe
+    allowed = _STAGE_SOURCES[recipe.kind]
+    kinds = ["documents" if s.kind in DOCUMENT_KINDS else s.kind for s in recipe.data.sources]
+    for i, kind in enumerate(kinds):
+        if kind not in allowed:
+            raise loaded.error(f"a {recipe.data.sources[i].kind} source cannot be used by kind {recipe.kind}",
+                               f"data.sources.{i}.kind",
+                               fix=f"kind {recipe.kind} reads {' and '.join(allowed)} sources; "
+                                   f"change the recipe's kind or remove this source")
+    needed = _NEEDED.get(recipe.kind)
+    if needed and needed not in kinds:
+        raise loaded.error(f"kind {recipe.kind} needs a source of kind {needed}", "data.sources",
+                           fix=f"add e.g. {{name: train, kind: {needed}, path: data.jsonl}}")
+    if recipe.kind in ("dpo", "grpo") and len(kinds) > 1:
+        raise loaded.error(f"kind {recipe.kind} trains on one {needed} source", "data.sources",
+                           fix="merge the files into one source (path takes a glob)")
+    if recipe.kind == "grpo" and recipe.data.eval:
+        raise loaded.error("grpo runs have no eval sets", "data.eval",
+                           fix="remove data.eval; measure the policy with pass@k after training")

@@ -1,22 +1,23 @@
 """The recipe: small typed sections that map onto the libraries' own configs.
 
 Every section forbids unknown keys, so a typo is an error with a "did you mean" hint
-(see ``adapt.recipe.load``) instead of a silent default. A recipe is one stage today;
-``kind`` is a literal so that later stage kinds (sft, dpo, grpo) and a ``stages:`` list
-extend it without breaking recipes written now.
+(see ``adapt.recipe.load``) instead of a silent default. ``kind`` picks the stage;
+the sections of the post-training kinds are in ``adapt.recipe.stages``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from adapt.recipe.base import HeldOut, Section
+from adapt.recipe.stages import (CodeTasksSource, DpoSection, GrpoSection, InstructionsSource,
+                                 PreferencesSource, SftSection)
 
 BUILTIN_PREFIX = "builtin"
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 # --------------------------------------------------------------------------- model
@@ -57,6 +58,9 @@ class ModelSection(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] | None = None
     trust_remote_code: bool = False
+    chat_template: str = Field(
+        "model", min_length=1,
+        description="model: the tokenizer's own (ChatML for the built-in model); chatml: adapt's; or a .jinja file.")
 
     @property
     def is_builtin(self) -> bool:
@@ -84,15 +88,6 @@ class AdapterSection(Section):
 
 
 # --------------------------------------------------------------------------- data
-
-
-class HeldOut(Section):
-    """Whole files held out of training for evaluation, chosen with a fixed seed."""
-
-    fraction: float = Field(0.05, ge=0, lt=1)
-    max_files: int | None = Field(50, gt=0)
-    min_files: int = Field(1, ge=0)
-    seed: int = 1234
 
 
 class FimSection(Section):
@@ -179,8 +174,11 @@ class BuiltinCorpusSource(Section):
     kind: Literal["builtin_corpus"]
 
 
-Source = Annotated[Union[FilesSource, GitSource, JsonlSource, DatasetSource, BuiltinCorpusSource],
+Source = Annotated[Union[FilesSource, GitSource, JsonlSource, DatasetSource, BuiltinCorpusSource,
+                         InstructionsSource, PreferencesSource, CodeTasksSource],
                    Field(discriminator="kind")]
+# Sources of documents (CPT, and rehearsal in SFT); the others hold rows for one stage kind.
+DOCUMENT_KINDS = ("files", "git", "jsonl", "dataset", "builtin_corpus")
 
 
 class FilterSection(Section):
@@ -372,13 +370,17 @@ class PlanSection(Section):
 
 
 class Recipe(Section):
-    """One YAML recipe. ``kind: cpt`` is continual pretraining."""
+    """One YAML recipe: ``kind`` is the stage (cpt: continual pretraining; sft: instruction tuning;
+    dpo: preference optimisation; grpo: RL with verifiable rewards)."""
 
     name: str | None = Field(None, description="Run name (default: the recipe file's stem).")
-    kind: Literal["cpt"] = "cpt"
+    kind: Literal["cpt", "sft", "dpo", "grpo"] = "cpt"
     model: ModelSection = Field(default_factory=ModelSection)
     adapter: AdapterSection = Field(default_factory=AdapterSection)
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     plan: PlanSection = Field(default_factory=PlanSection)
+    sft: SftSection = Field(default_factory=SftSection)
+    dpo: DpoSection = Field(default_factory=DpoSection)
+    grpo: GrpoSection = Field(default_factory=GrpoSection)

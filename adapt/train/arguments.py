@@ -26,13 +26,13 @@ _MANAGED = {
 }
 
 
-def check_trainer_args(train: TrainSection) -> None:
-    """Refuse unknown or adapt-managed keys in ``train.trainer_args``."""
+def check_trainer_args(train: TrainSection, kind: str = "cpt") -> None:
+    """Refuse unknown or adapt-managed keys in ``train.trainer_args``: fields of the stage's
+    config (``TrainingArguments``, or trl's ``SFTConfig``, ``DPOConfig``, ``GRPOConfig``)."""
     if not train.trainer_args:
         return  # importing transformers costs seconds; `adapt validate` skips it when it can
-    from transformers import TrainingArguments
-
-    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    config = config_class(kind)
+    known = {f.name for f in dataclasses.fields(config)}
     for key in train.trainer_args:
         if key in _MANAGED:
             raise AdaptError(f"{key} is set by adapt", key=f"train.trainer_args.{key}",
@@ -40,19 +40,31 @@ def check_trainer_args(train: TrainSection) -> None:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise AdaptError(f"not a transformers TrainingArguments field{hint}", key=f"train.trainer_args.{key}",
-                             fix="see the TrainingArguments documentation for the valid names")
+            raise AdaptError(f"not a field of {config.__name__}{hint}", key=f"train.trainer_args.{key}",
+                             fix=f"see the {config.__name__} documentation for the valid names")
 
 
-def training_arguments(train: TrainSection, checkpoint_dir: str, steps: int, has_eval: bool, resuming: bool):
-    from transformers import TrainingArguments
+def config_class(kind: str):
+    """The Trainer config class of a stage kind."""
+    if kind == "cpt":
+        from transformers import TrainingArguments
 
-    check_trainer_args(train)
+        return TrainingArguments
+    import trl
+
+    return {"sft": trl.SFTConfig, "dpo": trl.DPOConfig, "grpo": trl.GRPOConfig}[kind]
+
+
+def training_kwargs(train: TrainSection, checkpoint_dir: str, steps: int | None, has_eval: bool,
+                    resuming: bool) -> dict:
+    """``TrainingArguments`` keyword arguments (trl's configs take them too); ``steps`` None runs
+    one pass over a dataset the data stage already sized to the budget."""
     precision = resolve_precision(train.precision)
     scheduler, scheduler_kwargs = _scheduler(train, steps)
     kwargs = dict(
         output_dir=checkpoint_dir,
-        max_steps=steps,
+        max_steps=steps if steps is not None else -1,
+        num_train_epochs=1,
         per_device_train_batch_size=train.batch_size,
         per_device_eval_batch_size=train.batch_size,
         gradient_accumulation_steps=train.grad_accum,
@@ -80,7 +92,7 @@ def training_arguments(train: TrainSection, checkpoint_dir: str, steps: int, has
         dataloader_num_workers=0,
     )
     kwargs.update(train.trainer_args)
-    return TrainingArguments(**kwargs)
+    return kwargs
 
 
 def _scheduler(train: TrainSection, steps: int) -> tuple[str, dict]:

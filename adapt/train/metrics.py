@@ -26,6 +26,8 @@ def rename(logs: dict, eval_sets: list[str]) -> dict[str, float]:
             prefix = f"eval_{eval_set}_"
             if key.startswith(prefix):
                 name = f"eval/{eval_set}/{key[len(prefix):]}"
+        if name is None and key.startswith("eval_"):  # trl's eval metrics of all sets together
+            name = f"eval/{key[len('eval_'):]}"
         out[name or f"train/{key}"] = float(value)
         if name and name.startswith("eval/") and name.endswith("/loss"):
             out[name[: -len("loss")] + "ppl"] = math.exp(min(float(value), 50.0))
@@ -58,24 +60,35 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def before_after(rows: list[dict]) -> dict[str, tuple[float, float]]:
-    """Per metric ``eval/<set>/loss``: its first and last logged values."""
+def first_last(rows: list[dict], wanted) -> dict[str, tuple[float, float]]:
+    """For each metric name that ``wanted(name)`` accepts: its first and last logged values."""
     first: dict[str, float] = {}
     last: dict[str, float] = {}
     for row in sorted(rows, key=lambda r: r["step"]):
         for key, value in row["metrics"].items():
-            if key.startswith("eval/") and key.endswith("/loss"):
+            if wanted(key):
                 first.setdefault(key, value)
                 last[key] = value
     return {key: (first[key], last[key]) for key in first}
 
 
-def summary_table(rows: list[dict]) -> str:
+def before_after(rows: list[dict]) -> dict[str, tuple[float, float]]:
+    """Per metric ``eval/<set>/loss``: its first and last logged values."""
+    return first_last(rows, lambda key: key.startswith("eval/") and key.endswith("/loss"))
+
+
+def summary_table(rows: list[dict], train_metrics: tuple[str, ...] = ()) -> str:
+    """Eval losses before and after, then the stage's own training metrics, first and last logged
+    (e.g. DPO's reward margin, or GRPO's mean reward per function)."""
+    lines = []
     pairs = before_after(rows)
-    if not pairs:
-        return "(no eval sets: add data.eval to see losses before and after)"
-    lines = [f"{'eval set':<16}{'loss before':>12}{'loss after':>12}{'change':>10}"]
-    for key, (before, after) in pairs.items():
-        name = key[len("eval/"): -len("/loss")]
-        lines.append(f"{name:<16}{before:>12.4f}{after:>12.4f}{(after - before) / before:>+10.1%}")
-    return "\n".join(lines)
+    if pairs:
+        lines.append(f"{'eval set':<16}{'loss before':>12}{'loss after':>12}{'change':>10}")
+        for key, (before, after) in pairs.items():
+            name = key[len("eval/"): -len("/loss")]
+            lines.append(f"{name:<16}{before:>12.4f}{after:>12.4f}{(after - before) / before:>+10.1%}")
+    logged = first_last(rows, lambda key: key in train_metrics)
+    if logged:
+        lines.append(f"{'train metric':<32}{'first':>10}{'last':>10}")
+        lines += [f"{key:<32}{first:>10.4f}{last:>10.4f}" for key, (first, last) in logged.items()]
+    return "\n".join(lines) or "(no eval sets: add data.eval to see losses before and after)"

@@ -44,7 +44,9 @@ def tags(recipe_path: Path, model_path: str, trainable: int, total: int) -> dict
 
 
 def data_metrics(report: dict) -> dict[str, float]:
-    metrics = {"data/train_tokens": float(report["train_tokens"]), "data/steps": float(report["steps"])}
+    metrics = {"data/steps": float(report["steps"])}
+    if report["train_tokens"] is not None:
+        metrics["data/train_tokens"] = float(report["train_tokens"])
     for name, source in report["sources"].items():
         metrics[f"data/{name}/train_documents"] = float(source["train_documents"])
         metrics[f"data/{name}/heldout_documents"] = float(source["heldout_documents"])
@@ -53,5 +55,6 @@ def data_metrics(report: dict) -> dict[str, float]:
     for name, mix in report["mixture"].items():
         metrics[f"data/{name}/realised_share"] = mix["realised"]
     for name, ev in report["eval"].items():
-        metrics[f"data/eval/{name}/tokens"] = float(ev["tokens"])
+        if ev["tokens"] is not None:
+            metrics[f"data/eval/{name}/tokens"] = float(ev["tokens"])
     return metrics

@@ -1,0 +1,205 @@
+"""What every stage kind shares, top to bottom: begin or resume the run directory -> the stage's
+setup (model, data, adapter) -> tracker -> the stage's Trainer -> train -> save -> cleanup.
+
+A run lives in one directory: the resolved recipe, ``run_state.json``, ``metrics.jsonl``, the
+data report, checkpoints, and ``final/`` (the adapter or the whole model). Running the same
+recipe on the same directory again resumes from the last complete checkpoint, in the same
+MLflow run; the Trainer skips the batches it already trained on. The stage modules (``cpt``,
+``sft``, ``dpo``, ``grpo``) only say how to build their model, data and Trainer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from adapt.checks import check_recipe
+from adapt.errors import AdaptError
+from adapt.fileio import atomic_write
+from adapt.data.report import DATA_OUTPUTS
+from adapt.recipe.load import LoadedRecipe
+from adapt.train import provenance
+from adapt.train.run_state import RunState, changed_keys, load_state
+
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a preempted job
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    status: str  # finished | already_finished | preempted
+    summary: str = ""
+    tracking_run_id: str | None = None
+    tracking_uri: str | None = None
+
+
+@dataclass
+class Setup:
+    """What a stage's ``setup`` hands the runner: the model ready to train, and its data."""
+
+    model: Any
+    tokenizer: Any
+    model_path: str
+    report: dict
+    manifest: list[dict]
+    eval_sets: list[str]
+    tokens_per_step: int
+    make_trainer: Callable[[dict, list], Any]  # (TrainingArguments kwargs, callbacks) -> Trainer
+    summary_metrics: tuple[str, ...] = field(default=())  # train metrics the summary shows first -> last
+
+
+def run_dir_of(loaded: LoadedRecipe) -> Path:
+    return Path(loaded.recipe.train.output_dir or Path("runs") / loaded.recipe.name)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup],
+              tags: dict[str, str] | None = None) -> RunOutcome:
+    """Run (or resume) the recipe with ``setup_stage`` building its model, data and Trainer.
+    ``tags`` go to the tracking run, e.g. ``mlflow.parentRunId`` to nest a pilot under its plan."""
+    recipe = loaded.recipe
+    check_recipe(loaded)  # nothing is written before the recipe passes
+    run_dir = run_dir_of(loaded)
+    resolved = recipe.model_dump(mode="json")
+    state = _begin(run_dir, resolved)
+    if state.status == "finished":
+        return RunOutcome(run_dir, "already_finished")
+
+    # ---- setup: the stage's model and data, then the tracker
+    from adapt.adapters import trainable_parameters
+    from adapt.data.report import write_data_outputs
+    from adapt.tracking import open_tracker
+    from adapt.train.arguments import training_kwargs
+    from adapt.train.checkpoints import (CompleteCheckpointCallback, PreemptionCallback,
+                                         discard_incomplete, last_complete_checkpoint)
+    from adapt.train.metrics import TrackerCallback, read_metrics, summary_table
+
+    setup = setup_stage(loaded)
+    tracking = recipe.tracking
+    # The tracker keeps its MLflow run id in the run directory, so a resumed run logs to the same run.
+    tracker = open_tracker(enabled=tracking.enabled, uri=tracking.uri, experiment=tracking.experiment,
+                           run_dir=run_dir, run_name=tracking.run_name or recipe.name,
+                           flush_timeout_s=tracking.flush_timeout_s)
+    checkpoint_dir = run_dir / "checkpoints"
+    discard_incomplete(checkpoint_dir)
+    resume_from = last_complete_checkpoint(checkpoint_dir)
+    preemption = PreemptionCallback()
+    # CPT's data stage fixes the steps; the other kinds' data is sized to the budget and packed by trl.
+    steps = setup.report["steps"] if recipe.train.max_steps is not None or recipe.kind == "cpt" else None
+    args = training_kwargs(recipe.train, str(checkpoint_dir), steps, bool(setup.eval_sets), resume_from is not None)
+    trainer = setup.make_trainer(args, [
+        TrackerCallback(tracker, setup.eval_sets, setup.tokens_per_step * world_size()),
+        CompleteCheckpointCallback(recipe.train.save_total_limit), preemption])
+    data_files = write_data_outputs(run_dir, setup.report, setup.manifest)  # make_trainer may add packing
+
+    resuming = bool(state.history)
+    if not resuming:
+        trainable, total = trainable_parameters(setup.model)
+        tracker.log_params(resolved)
+        tracker.set_tags({**provenance.tags(loaded.path, setup.model_path, trainable, total),
+                          "adapt.kind": recipe.kind, **(tags or {})})
+        tracker.log_artifact(run_dir / "recipe.yaml")
+        tracker.log_metrics(provenance.data_metrics(setup.report), step=0)
+    state.status = "running"
+    state.history.append({"event": "resumed" if resuming else "started", "argv": sys.argv[1:]})
+    state.save(run_dir)
+
+    # ---- train
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if preemption.requested:
+            state.status = "preempted"
+            state.save(run_dir)
+            tracker.finish("KILLED")
+            return RunOutcome(run_dir, "preempted", tracking_run_id=tracker.run_id)
+        if setup.eval_sets and trainer.state.global_step % recipe.train.eval_steps != 0:
+            trainer.evaluate()  # the "after" numbers are always at the final step
+    except BaseException:
+        state.status = "failed"
+        state.save(run_dir)
+        tracker.finish("FAILED")
+        raise
+    finally:
+        preemption.restore()
+
+    # ---- save
+    final_dir = run_dir / "final"
+    _save_final(trainer, setup.tokenizer, final_dir)
+    for path in data_files:
+        tracker.log_artifact(path, "data")
+    if tracking.log_model:
+        tracker.log_artifact(final_dir, "model")
+    summary = summary_table(read_metrics(run_dir / "metrics.jsonl"), setup.summary_metrics)
+    with atomic_write(run_dir / "summary.txt") as f:
+        f.write(summary + "\n")
+    tracker.log_artifact(run_dir / "summary.txt")
+
+    # ---- cleanup
+    tracker.finish("FINISHED")
+    state.status, state.final_step = "finished", trainer.state.global_step
+    state.save(run_dir)
+    return RunOutcome(run_dir, "finished", summary, tracker.run_id, tracker.tracking_uri)
+
+
+def _begin(run_dir: Path, resolved: dict) -> RunState:
+    """Start a new run directory, or check that the recipe matches the run being resumed."""
+    state = load_state(run_dir)
+    if state is None:
+        if run_dir.exists() and {p.name for p in run_dir.iterdir()} - set(DATA_OUTPUTS):
+            raise AdaptError(f"{run_dir} exists and is not an adapt run directory", key="train.output_dir",
+                             fix="choose an empty or new output directory")
+        state = RunState(recipe=resolved)
+        with atomic_write(run_dir / "recipe.yaml") as f:
+            yaml.safe_dump(resolved, f, sort_keys=False)
+        state.save(run_dir)
+        return state
+    # The plan section only steers `adapt plan`; editing it does not change what this run trains.
+    changed = [key for key in changed_keys(state.recipe, resolved) if key != "plan" and not key.startswith("plan.")]
+    if changed:
+        raise AdaptError(
+            f"the recipe changed since this run began ({', '.join(changed)}); refusing to resume",
+            file=str(run_dir / "recipe.yaml"), key=changed[0],
+            fix=f"restore the recipe as in {run_dir / 'recipe.yaml'}, or set train.output_dir to a new directory")
+    return state
+
+
+def _save_final(trainer, tokenizer, final_dir: Path) -> None:
+    """Save the adapter (or the whole model) and tokenizer beside ``final_dir``, then swap it in."""
+    import shutil
+
+    staging = final_dir.with_name(final_dir.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    staging.rename(final_dir)
+
+
+def load_base(loaded: LoadedRecipe):
+    """The base model's path, tokenizer and weights, as the recipe asks for them."""
+    from adapt.model import load_model, load_tokenizer, resolve_model_path
+
+    recipe = loaded.recipe
+    model_path = resolve_model_path(recipe.model)
+    tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
+    return model_path, tokenizer, load_model(model_path, recipe.model, recipe.adapter)
+
+
+def with_adapter(loaded: LoadedRecipe, model, new_token_ids: list[int]):
+    """Wrap ``model`` in the recipe's adapter, seeded so that runs (and resumes) are reproducible."""
+    from transformers import set_seed
+
+    from adapt.adapters import apply_adapter
+
+    recipe = loaded.recipe
+    set_seed(recipe.train.seed)  # the adapter's initial weights come from the global RNG
+    return apply_adapter(model, recipe.adapter, recipe.train.gradient_checkpointing, new_token_ids)

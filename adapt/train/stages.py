@@ -1,0 +1,42 @@
+"""``adapt train``: each stage kind's module builds its model, data and Trainer; the runner does the rest."""
+
+from __future__ import annotations
+
+import importlib
+
+from adapt.recipe.load import LoadedRecipe
+from adapt.train.runner import RunOutcome, run_stage
+
+MODULES = {"cpt": "adapt.train.cpt", "sft": "adapt.train.sft", "dpo": "adapt.train.dpo", "grpo": "adapt.train.grpo"}
+
+
+def train(loaded: LoadedRecipe, tags: dict[str, str] | None = None) -> RunOutcome:
+    """Run (or resume) a recipe of any stage kind."""
+    module = importlib.import_module(MODULES[loaded.recipe.kind])
+    return run_stage(loaded, module.setup, tags)
+
+
+def prepare_data_report(loaded: LoadedRecipe) -> tuple[dict, list[dict]]:
+    """``adapt data``: the stage's data, prepared as ``adapt train`` would, without a model."""
+    from adapt.data.rows import Rows, read_rows, rows_report
+    from adapt.model import load_tokenizer, resolve_model_path
+
+    recipe = loaded.recipe
+    if recipe.kind == "dpo":
+        return rows_report(read_rows(loaded, 0), None, {}), []
+    if recipe.kind == "grpo":
+        from adapt.train.grpo import load_recipe_tasks
+
+        train, heldout = load_recipe_tasks(loaded)
+        return rows_report(Rows(recipe.data.sources[0].name, "code_tasks", train, heldout, ""), None, {}), []
+    tokenizer = load_tokenizer(resolve_model_path(recipe.model), recipe.model.trust_remote_code)
+    if recipe.kind == "sft":
+        from adapt.data.sft import prepare_sft_data
+
+        data = prepare_sft_data(loaded, tokenizer)
+    else:
+        from adapt.data.prepare import prepare_data
+        from adapt.train.cpt import fim_sentinels
+
+        data = prepare_data(loaded, tokenizer, sentinels=fim_sentinels(loaded, tokenizer)[0])
+    return data.report, data.manifest
