@@ -27,16 +27,23 @@ def apply_adapter(model, adapter: AdapterSection, gradient_checkpointing: bool =
     ``new_token_ids`` (e.g. added FIM sentinels) get trainable embedding rows under LoRA."""
     if adapter.method == "full":
         return model
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
 
     extra = {}
     if new_token_ids:
         from adapt.data.fim import lora_trainable_token_kwargs
 
         extra = lora_trainable_token_kwargs(new_token_ids, model)
-    if adapter.method == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    return get_peft_model(model, lora_config(adapter, **extra))
+    return get_peft_model(prepare_base(model, adapter, gradient_checkpointing), lora_config(adapter, **extra))
+
+
+def prepare_base(model, adapter: AdapterSection, gradient_checkpointing: bool = False):
+    """Ready a 4-bit base for LoRA (peft's kbit preparation); other bases are returned as they are."""
+    if adapter.method != "qlora":
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
 
 def disable_bnb_cpu_fast_path(model) -> int:

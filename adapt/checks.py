@@ -40,16 +40,26 @@ def _check_grpo(loaded: LoadedRecipe) -> None:
     from adapt.rewards import import_function
     from adapt.train.grpo import load_recipe_tasks
 
+    from adapt.train.runner import world_size
+
     recipe = loaded.recipe
-    rows = recipe.train.batch_size * recipe.train.grad_accum
+    rows = recipe.train.batch_size * recipe.train.grad_accum * world_size()
     if rows % recipe.grpo.num_generations:
-        raise loaded.error(f"batch_size x grad_accum ({rows}) is not a multiple of grpo.num_generations "
+        raise loaded.error(f"batch_size x grad_accum x processes ({rows}) is not a multiple of grpo.num_generations "
                            f"({recipe.grpo.num_generations})", "train.batch_size",
                            fix="each batch must hold whole groups of completions of one prompt")
     for i, spec in enumerate(recipe.grpo.rewards):
         if spec.function:
             import_function(loaded, spec.function, f"grpo.rewards.{i}.function")
     load_recipe_tasks(loaded)
+    if any(spec.name == "execution" for spec in recipe.grpo.rewards) and not recipe.grpo.sandbox.allow_weak_isolation:
+        from adapt.sandbox import strongly_isolated
+
+        if not strongly_isolated():
+            raise loaded.error("this machine's kernel gives the sandbox no namespaces, so it would refuse to run "
+                               "every completion", "grpo.sandbox.allow_weak_isolation",
+                               fix="run where namespaces are available (root with CAP_SYS_ADMIN, or user "
+                                   "namespaces), or set it to true to run model code with rlimits only")
 
 
 def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_size: int = 1) -> dict:
@@ -91,9 +101,8 @@ def _row_source_bytes(loaded: LoadedRecipe) -> dict[str, int]:
         if source.kind in DOCUMENT_KINDS:
             continue
         path = getattr(source, "path", None)
-        direct = loaded.base_dir / path if path else None
-        if direct is not None and direct.is_file():
-            files = [direct]
+        if path and loaded.resolve_path(path).is_file():
+            files = [loaded.resolve_path(path)]
         else:  # a glob, or a hub dataset (no local files: 0)
             files = list(loaded.base_dir.glob(path)) if path and not Path(path).is_absolute() else []
         sizes[source.name] = sum(f.stat().st_size for f in files if f.is_file())

@@ -12,6 +12,19 @@ A task file is JSON lines, one task a line, in either shape (docs/sandbox.md has
 Both become a ``CodeTask`` whose tests are separate cases, for partial credit: each statement of
 ``check``'s body that contains an ``assert`` is a case, run after the body's other statements that
 precede it (its setup); each entry of ``test_list`` is a case.
+
+Scoring forks a harness that holds the model's code only as string literals. The parent never runs
+model code: it alone reads the random token (stdin, after the fork) and writes the result line that
+``score`` trusts. The child defines the solution with private references to what it uses after;
+each case runs in a grandchild and passes only if it runs to its end (no exception, exit, signal).
+
+Known gaps (each needs code written against this harness): model code shares a process with the
+reporting of its own cases, so it can pass cases with objects whose ``__eq__`` is always true, by
+patching modules the tests use (``math.isclose``) or prompt helpers they call (HumanEval's
+``poly``), or by finding the harness's pipes (``sys._getframe``, ``gc``, trying descriptors) and
+writing results itself. The token's secrecy rests on the sandbox: the parent is non-dumpable, so
+other processes of its uid cannot read its memory or ``/proc/<pid>/fd``; but the supervisor holds
+stdin too, and where the program runs as the caller (not root, no namespaces) it can read that.
 """
 
 from __future__ import annotations
@@ -117,33 +130,85 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-# The harness appended to every program. Each case runs by itself, in a copy of the program's
-# globals with ``candidate`` bound. The harness reads a random token from stdin (the program cannot
-# know it in advance) and writes one result line with it: printing "all passed" forges nothing, and
-# a program that exits early or crashes reports no results at all.
-_HARNESS = """
+# The program's harness (see the module docstring); model code may rebind builtins in its process.
+_HARNESS = '''
+import builtins, os, sys, traceback, types
 
-def __adapt_run_cases(cases, entry_point):
-    import os, sys
-    token = sys.stdin.readline().strip()
-    bits = ""
-    for index, source in enumerate(cases):
+def __adapt_main(solution, preamble, cases, entry_point):
+    try:  # PR_SET_DUMPABLE 0: the model's processes (our uid) cannot read our /proc/<pid>/fd or mem
+        __import__("ctypes").CDLL(None).prctl(4, 0, 0, 0, 0)
+    except Exception:
+        pass
+    results, report = os.pipe()
+    child = os.fork()
+    if child == 0:
         try:
-            namespace = {**globals(), "candidate": globals()[entry_point]}
-            exec(compile(source, f"<test case {index}>", "exec"), namespace)
-            bits += "1"
-        except BaseException:  # SystemExit from exit() in the solution fails the case, not the run
-            bits += "0"
-    os.write(1, ("\\n" + token + " " + bits + "\\n").encode())
+            os.close(results)
+            __adapt_solution(solution, preamble, cases, entry_point, report)
+        finally:
+            os._exit(1)
+    os.close(report)
+    token = os.read(0, 4096).strip()  # only after the fork: the child's memory never holds it
+    os.close(0)
+    bits = os.read(results, len(cases) + 1)  # one write, at the child's end
+    os.close(results)
+    code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    if code == 0 and len(bits) == len(cases) and not bits.strip(b"01"):
+        os.write(1, b"\\n" + token + b" " + bits + b"\\n")
+    if code < 0:  # die as the child did (say, past the CPU limit: "killed")
+        os.kill(os.getpid(), -code)
+    os._exit(code if code >= 0 else 1)
 
+def __adapt_solution(solution, preamble, cases, entry_point, report):
+    exec_, compile_, fork, pipe, read, write, close, waitpid, exit_ = (
+        exec, compile, os.fork, os.pipe, os.read, os.write, os.close, os.waitpid, os._exit)
+    SystemExit_, BaseException_, print_exc = SystemExit, BaseException, traceback.print_exc
+    test_builtins = dict(vars(builtins))
+    codes = [compile_(case, f"<test case {i}>", "exec", dont_inherit=True) for i, case in enumerate(cases)]
+    close(0)
+    os.open(os.devnull, os.O_RDONLY)  # fd 0 again: input() sees end of file
+    sys.stdout.reconfigure(line_buffering=True)  # we leave by os._exit, which flushes nothing
+    sys.modules["__main__"] = module = types.ModuleType("__main__")  # the solution's, as in a script
+    program = module.__dict__
+    try:
+        exec_(compile_(solution, "<solution>", "exec", dont_inherit=True), program)
+        exec_(compile_(preamble, "<test preamble>", "exec", dont_inherit=True), program)
+    except SystemExit_ as exc:  # no results either way; exit(0) keeps the status "ok", as before
+        exit_(0 if exc.code is None or exc.code == 0 else 1)
+    except BaseException_:
+        print_exc()
+        exit_(1)
+    # Pristine builtins: a solution's `abs = ...` or `builtins.len = ...` is not what its tests call.
+    names = {name: value for name, value in program.items() if name not in test_builtins}
+    names["__builtins__"] = test_builtins
+    bits = b""
+    for code in codes:
+        passed_r, passed_w = pipe()
+        pid = fork()
+        if pid == 0:
+            try:
+                close(passed_r)
+                close(report)
+                names["candidate"] = names[entry_point] = program[entry_point]
+                exec_(code, names)  # this process's own copy: the next case starts afresh
+                write(passed_w, b"1")  # reached only when the case ran to its end
+            finally:
+                exit_(0)
+        close(passed_w)
+        passed = read(passed_r, 2) == b"1"
+        close(passed_r)
+        bits += b"1" if waitpid(pid, 0)[1] == 0 and passed else b"0"
+    write(report, bits)
+    exit_(0)
 
-"""
+'''
 
 
 def build_program(task: CodeTask, completion: str) -> str:
-    """The program run in the sandbox: the solution, the test preamble, then the harness."""
-    run = f"__adapt_run_cases({task.tests!r}, {task.entry_point!r})\n"
-    return "\n\n".join(part for part in (_solution(task, completion), task.preamble, _HARNESS + run) if part)
+    """The program run in the sandbox: the harness, called with the solution (see ``_solution``),
+    the test preamble and the cases, all as string literals."""
+    arguments = (_solution(task, completion), task.preamble, task.tests, task.entry_point)
+    return _HARNESS + f"__adapt_main{arguments!r}\n"
 
 
 def _solution(task: CodeTask, completion: str) -> str:

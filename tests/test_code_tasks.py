@@ -53,6 +53,9 @@ def test_humaneval_task_is_split_into_cases(add_task):
     ("    return a * b\n", 2),  # right for 0+0 and 2+2 only
     # a whole function instead of a continuation; it relies on the prompt's import
     ("def add(a: int, b: int) -> List[int]:\n    return a + b\n", 4),
+    # it runs as __main__, and a case that exits fails that case alone
+    ("    return a + b\nif __name__ == '__main__':\n    print(add(1, 2))\n", 4),
+    ("    if a == 0:\n        import os; os._exit(0)\n    return a + b\n", 3),
 ])
 def test_score_counts_passing_cases(add_task, completion, passed):
     result = score(add_task, completion)
@@ -77,6 +80,48 @@ def test_early_exit_and_forged_results_score_zero(add_task):
                        "    return a + b\nprint('\\n' + '0' * 32 + ' 1111')\nimport os\nos._exit(0)\n"):
         result = score(add_task, completion)
         assert (result.status, result.passed) == ("ok", 0)
+
+
+# GRPO optimises against the reward, so the ways to score without solving must score 0.
+# Each completion below returns None (or exits), which fails every case of `add`.
+FORGE = "print('\\n' + {} + ' 1111', flush=True)\nimport os\nos._exit(0)\n"
+
+
+@pytest.mark.parametrize("completion", [
+    # rebinding builtins does not change how the harness runs the tests
+    "    return None\nimport builtins\nbuiltins.exec = lambda *a, **k: None\n",
+    "    return None\nimport builtins\nbuiltins.compile = lambda *a, **k: compile('pass', '', 'exec')\n",
+    "    return None\nimport builtins, os\nbuiltins.BaseException = builtins.Exception = type('E', (), {})\n"
+    "os.write = lambda fd, data: len(data)\n",
+    # the token is not to be had: not on stdin, nor through /proc
+    "    return None\n" + FORGE.format("__import__('sys').stdin.readline().strip()"),
+    "    return None\n" + FORGE.format("open('/proc/self/fd/0').read().strip()"),
+    "    return None\n" + FORGE.format("open(f'/proc/{__import__(\"os\").getppid()}/fd/0').read().strip()"),
+    "    return None\nprint('\\n' + '0' * 32 + ' 1111')\n",  # a forged line without exiting
+])
+def test_gaming_the_harness_scores_nothing(add_task, completion):
+    result = score(add_task, completion)
+    assert result.passed == 0, result
+
+
+@pytest.mark.parametrize("exit_call", [
+    "import sys; sys.exit(0)", "import os; os._exit(0)", "raise SystemExit(0)", "raise BaseException",
+    "raise KeyboardInterrupt", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+])
+def test_exiting_from_a_test_or_while_defined_scores_zero(add_task, exit_call):
+    in_case = score(add_task, f"    {exit_call}\n    return a + b\n")
+    assert (in_case.passed, in_case.status) == (0, "ok")
+    assert score(add_task, f"    return a + b\n{exit_call}\n").passed == 0
+
+
+def test_tests_call_the_real_builtins(tmp_path):
+    row = {"task_id": "half", "prompt": "def half(x):\n", "entry_point": "half",
+           "test": "def check(candidate):\n    assert abs(candidate(3) - 1.5) < 1e-9\n"
+                   "    assert len([candidate(0)]) == 1 and abs(candidate(0)) < 1e-9\n"}
+    task = load_tasks(write_tasks(tmp_path, row))[0]
+    assert score(task, "    return x / 2\n").passed == 2
+    assert score(task, "    return 99\nabs = lambda x: 0\n").passed == 0
+    assert score(task, "    return 99\nimport builtins\nbuiltins.abs = lambda x: 0\n").passed == 0
 
 
 def test_check_setup_statements_run_before_each_case(tmp_path):

@@ -95,3 +95,43 @@ def test_task_whose_tests_do_not_parse(grpo_recipe, capsys):
 def test_batch_must_hold_whole_groups(grpo_recipe, capsys):
     assert main(["validate", str(grpo_recipe("groups")), "train.batch_size=6"]) == 2
     assert "train.batch_size" in capsys.readouterr().err
+
+
+def test_answers_are_cut_where_the_function_ends_and_programs_are_kept():
+    from adapt.code_tasks import CodeTask
+    from adapt.rewards import format_reward, truncate
+
+    humaneval = CodeTask("h", "def f(x):\n", "f", ["assert f(1) == 1"])
+    mbpp = CodeTask("m", "Write f.", "f", ["assert f(1) == 1"], completes_prompt=False)
+    assert truncate("    return x\ndef g():\n    pass\n", humaneval) == "    return x"
+    assert truncate("\ndef f(x):\n    return x\n\nprint(f(1))\n", humaneval) == "\ndef f(x):\n    return x\n"
+    program = "import re\ndef f(x):\n    return x\n"
+    assert truncate(program, mbpp) == program
+    reward = format_reward([humaneval, mbpp])
+    assert reward(["", ""], ["    return x\n", program], task_index=[0, 1]) == [1.0, 1.0]
+    assert reward(["", ""], ["    return (\n", "def f(:"], task_index=[0, 1]) == [0.0, 0.0]
+
+
+def test_reward_module_that_fails_to_load_is_a_clear_error(grpo_recipe, capsys):
+    recipe = grpo_recipe("broken_module", rewards=[{"function": "broken_rewards:distinct_chars"}])
+    (recipe.parent / "broken_rewards.py").write_text("def distinct_chars(:\n")
+    assert main(["validate", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "grpo.rewards.0.function" in err and "SyntaxError" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("override,key", [("train.max_tokens=1000", "train.max_tokens"),
+                                          ("train.trainer_args={num_generations: 8}", "train.trainer_args.num_generations")])
+def test_budget_and_managed_keys(grpo_recipe, capsys, override, key):
+    assert main(["validate", str(grpo_recipe("keys")), override]) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_without_namespaces_grpo_refuses_unless_told(grpo_recipe, capsys, monkeypatch):
+    from adapt import sandbox
+
+    monkeypatch.setattr(sandbox, "_use_namespaces", False)
+    recipe = grpo_recipe("weak")
+    assert main(["validate", str(recipe)]) == 2
+    assert "grpo.sandbox.allow_weak_isolation" in capsys.readouterr().err
+    assert main(["validate", str(recipe), "grpo.sandbox.allow_weak_isolation=true"]) == 0

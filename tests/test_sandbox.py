@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import socket
 import stat
@@ -248,7 +250,8 @@ def test_isolation_reports_every_layer_on_this_machine():
 
 
 def test_fallback_without_namespaces_still_kills_escapees(monkeypatch):
-    """With no pid namespace, the supervisor's subreaper sweep must catch the setsid escapee."""
+    """Without namespaces the sandbox refuses to run unless told to; told to, the supervisor's
+    subreaper sweep must still catch the setsid escapee."""
     python = next((p for p in (os.path.realpath(sys.executable), "/usr/bin/python3")
                    if os.path.exists(p) and (os.geteuid() != 0 or _reachable_by_others(p))), None)
     if python is None:
@@ -257,7 +260,10 @@ def test_fallback_without_namespaces_still_kills_escapees(monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(sandbox, "_use_namespaces", False)
         patch.setattr(sandbox, "_PYTHON", python)
-        result = execute(ESCAPEE.format(token=token) + "while True:\n    pass\n", limits=QUICK)
+        refused = execute("print(1)", limits=QUICK)
+        result = execute(ESCAPEE.format(token=token) + "while True:\n    pass\n",
+                         limits=dataclasses.replace(QUICK, allow_weak_isolation=True))
+    assert refused.status == "sandbox_error" and "allow_weak_isolation" in refused.stderr, refused
     assert result.status == "timeout" and "escapee" in result.stdout, result
     assert result.isolation["namespaces"] is False
     assert processes_with_argument(token) == []

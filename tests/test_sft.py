@@ -188,3 +188,12 @@ def test_packed_rows_do_not_attend_across_examples(tiny_model_dir):
             torch.testing.assert_close(logits[start: start + len(example)], alone, atol=1e-5, rtol=1e-4)
             assert batch["labels"][0, start] == -100, "an example's first token is not predicted across the boundary"
     assert (batch["labels"][1, 2:] == -100).all(), "padding is not a target"
+
+
+def test_a_fixed_recipe_reruns_in_the_same_directory(sft_recipe, tmp_path, capsys):
+    """A run that stopped on bad data, before training, starts again once the data is fixed."""
+    recipe = sft_recipe("fixme", rows=[{"text": "no format"}] * 4)
+    assert main(["train", str(recipe), "train.max_steps=2"]) == 2
+    write_jsonl(tmp_path / "fixme.jsonl", arithmetic_chats(20))
+    assert main(["train", str(recipe), "train.max_steps=2", "data.sources.0.format=messages"]) == 0, \
+        capsys.readouterr().err

@@ -28,3 +28,28 @@ def test_stage_recipes_run_on_the_builtin_model(tmp_path, capsys):
     summary = (tmp_path / "grpo" / "summary.txt").read_text()
     assert "train/rewards/execution/mean" in summary and "train/rewards/format/mean" in summary
     assert "instructions" in (tmp_path / "sft" / "summary.txt").read_text()
+
+
+def test_each_stage_trains_with_full_lora_and_qlora(make_recipe, tmp_path, capsys):
+    """A couple of steps of every kind with every adapter method on the tiny model."""
+    from test_dpo import pairs
+    from test_grpo import TASKS
+    from test_sft import arithmetic_chats, write_jsonl
+
+    write_jsonl(tmp_path / "chat.jsonl", arithmetic_chats(24))
+    write_jsonl(tmp_path / "prefs.jsonl", pairs(24))
+    write_jsonl(tmp_path / "tasks.jsonl", TASKS)
+    data = {"sft": {"sources": [{"name": "chat", "kind": "instructions", "path": "chat.jsonl"}]},
+            "dpo": {"sources": [{"name": "prefs", "kind": "preferences", "path": "prefs.jsonl"}]},
+            "grpo": {"sources": [{"name": "tasks", "kind": "code_tasks", "path": "tasks.jsonl"}]}}
+    for kind, sources in data.items():
+        for method in ("full", "lora", "qlora"):
+            name = f"{kind}_{method}"
+            recipe = make_recipe(name, kind=kind, data=sources, grpo={"num_generations": 2, "max_new_tokens": 8},
+                                 train={"seq_len": 64, "batch_size": 2, "max_steps": 2, "logging_steps": 1,
+                                        "precision": "fp32", "output_dir": str(tmp_path / "runs" / name)})
+            template = ["model.chat_template=chatml"] if kind == "sft" else []  # the tiny model has none
+            assert main(["train", str(recipe), f"adapter.method={method}", *template]) == 0, \
+                (name, capsys.readouterr().err[-2000:])
+            final = tmp_path / "runs" / name / "final"
+            assert (final / ("config.json" if method == "full" else "adapter_config.json")).is_file(), name

@@ -10,8 +10,6 @@ the alternatives.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from adapt.recipe.load import LoadedRecipe
 
 CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]
@@ -55,8 +53,7 @@ def set_chat_template(loaded: LoadedRecipe, tokenizer, assistant_masks: bool = F
     if choice == "chatml":
         tokenizer.chat_template = CHATML
     elif choice != "model":
-        path = Path(choice).expanduser()
-        path = path if path.is_absolute() else loaded.base_dir / path
+        path = loaded.resolve_path(choice)
         if not path.is_file():
             raise loaded.error(f"chat template file {path} not found", key,
                                fix="give model, chatml, or a .jinja file relative to the recipe")

@@ -77,3 +77,12 @@ def budget_steps(train: TrainSection, source_tokens: dict[str, int], shares: dic
     if train.max_tokens is not None:
         return max(1, math.ceil(train.max_tokens / per_step))
     return max(1, math.ceil((train.epochs or 1.0) * epoch_tokens(source_tokens, shares) / per_step))
+
+
+def steps_over_rows(train: TrainSection, rows: int, passes: float | None = None, world_size: int = 1) -> int:
+    """Optimizer steps for a budget counted in rows (examples, preference pairs, completions):
+    ``max_steps``, or ``passes`` (default ``train.epochs``, else 1) passes over ``rows``."""
+    if train.max_steps is not None:
+        return train.max_steps
+    passes = passes if passes is not None else (train.epochs or 1.0)
+    return max(1, math.ceil(passes * rows / (train.batch_size * train.grad_accum * world_size)))

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from adapt.data.chat import is_conversational, set_chat_template, tokenize_example
-from adapt.data.mixture import MixtureError, budget_steps, draw
+from adapt.data.mixture import MixtureError, budget_steps, draw, steps_over_rows
 from adapt.data.rows import instruction_sources, read_rows
 from adapt.errors import AdaptError
 from adapt.recipe.load import LoadedRecipe
@@ -37,8 +37,11 @@ def prepare_sft_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1) -> Sf
     seq_len, assistant_only = recipe.train.seq_len, recipe.sft.assistant_only_loss
     shares = {name: share for name, share in recipe.data.mixture.items() if share > 0}
     rows = {recipe.data.sources[i].name: read_rows(loaded, i) for i in instruction_sources(loaded)}
-    if any(is_conversational(r) for source in rows.values() for r in source.train[:1] + source.heldout[:1]):
-        set_chat_template(loaded, tokenizer, assistant_masks=assistant_only)
+    firsts = [r for source in rows.values() for r in source.train[:1] + source.heldout[:1]]
+    if any(is_conversational(r) for r in firsts):
+        # Conversations need the template's assistant marks; prompt/completion rows are masked by
+        # their shared prefix, so any template will do for them.
+        set_chat_template(loaded, tokenizer, assistant_masks=assistant_only and any("messages" in r for r in firsts))
     documents = _DocumentPieces(loaded, tokenizer, seq_len)
 
     train: dict[str, list[Example]] = {}
@@ -72,6 +75,9 @@ def prepare_sft_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1) -> Sf
     packing = recipe.sft.packing
     dataset = _dataset(mixed, seq_len, packing)
     report["packing"]["efficiency"] = sum(map(len, dataset["input_ids"])) / (len(dataset) * seq_len)
+    # The rows were drawn to fill the budget, so one pass over them is the run (trl may pack them
+    # into fewer rows than the budget's tokens / seq_len).
+    steps = report["steps"] = steps_over_rows(recipe.train, len(dataset), passes=1.0, world_size=world_size)
     return SftData(dataset, {n: _dataset(e, seq_len, packing) for n, e in evals.items()}, steps, report,
                    documents.curator.manifest)
 

@@ -163,7 +163,7 @@ def _resolve_tree(loaded: LoadedRecipe, source: FilesSource | GitSource, key: st
     spec = filter_spec(loaded)
     include, exclude = glob_matcher(source.include), glob_matcher(source.exclude or ["\0"])
     if isinstance(source, GitSource):
-        root = _path(loaded, source.repo)
+        root = loaded.resolve_path(source.repo)
         revision, listing = git.list_files(root, source.revision, loaded.error, f"{key}.repo")
         licence = source.licence or git.licence_at(root, revision)
     else:
@@ -219,11 +219,6 @@ def _walk(root: Path) -> list[tuple[str, int]]:
     return found
 
 
-def _path(loaded: LoadedRecipe, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else loaded.base_dir / path
-
-
 def _files_root(loaded: LoadedRecipe, source: FilesSource, key: str) -> Path:
     if source.package:
         spec = importlib.util.find_spec(source.package)
@@ -232,7 +227,7 @@ def _files_root(loaded: LoadedRecipe, source: FilesSource, key: str) -> Path:
                                fix="install it, or point root: at a directory")
         locations = list(spec.submodule_search_locations or [Path(spec.origin).parent])
         return Path(locations[0])
-    root = _path(loaded, source.root or ".")
+    root = loaded.resolve_path(source.root or ".")
     if not root.is_dir():
         raise loaded.error(f"directory {root} does not exist", f"{key}.root",
                            fix="give an existing directory (relative paths start at the recipe's folder)")
@@ -242,7 +237,7 @@ def _files_root(loaded: LoadedRecipe, source: FilesSource, key: str) -> Path:
 def _resolve_jsonl(loaded: LoadedRecipe, source: JsonlSource, key: str) -> ResolvedSource:
     paths: list[Path] = []
     for i, pattern in enumerate(source.paths):
-        direct = _path(loaded, pattern)
+        direct = loaded.resolve_path(pattern)
         found = [direct] if direct.is_file() else sorted(p for p in loaded.base_dir.glob(pattern) if p.is_file())
         if not found:
             raise loaded.error(f"{pattern!r} matches no file (looked in {loaded.base_dir})", f"{key}.paths.{i}",

@@ -112,7 +112,7 @@ def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path
 def run_plan(loaded: LoadedRecipe, fit_only: bool = False) -> PlanOutcome:
     from adapt.checks import check_recipe
     from adapt.tracking import open_tracker
-    from adapt.train.cpt import run_dir_of
+    from adapt.train.runner import run_dir_of
 
     recipe = loaded.recipe
     if recipe.kind != "cpt":

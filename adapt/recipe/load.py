@@ -35,6 +35,11 @@ class LoadedRecipe:
     def base_dir(self) -> Path:
         return self.path.parent
 
+    def resolve_path(self, value: str) -> Path:
+        """A path from the recipe: ``~`` expanded, relative paths taken from the recipe's folder."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
     def error(self, what: str, key: str, fix: str | None = None) -> AdaptError:
         return AdaptError(what, file=str(self.path), key=key, line=self.line_of(key), fix=fix)
 
@@ -346,6 +351,9 @@ def _check_stage_sources(loaded: LoadedRecipe) -> None:
     if recipe.kind in ("dpo", "grpo") and len(kinds) > 1:
         raise loaded.error(f"kind {recipe.kind} trains on one {needed} source", "data.sources",
                            fix="merge the files into one source (path takes a glob)")
+    if recipe.kind in ("dpo", "grpo") and recipe.train.max_tokens is not None:
+        raise loaded.error(f"kind {recipe.kind} counts its budget in rows, not tokens", "train.max_tokens",
+                           fix="set train.max_steps or train.epochs instead")
     if recipe.kind == "grpo" and recipe.data.eval:
         raise loaded.error("grpo runs have no eval sets", "data.eval",
                            fix="remove data.eval; measure the policy with pass@k after training")

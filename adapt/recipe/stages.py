@@ -110,8 +110,10 @@ class SandboxSection(Section):
     """Limits for running model-written code (see ``adapt.sandbox``)."""
 
     timeout_s: float = Field(10.0, gt=0)
-    memory_mb: int = Field(1024, ge=64)
+    memory_mb: int = Field(512, ge=64, description="Address space per process; up to 16 processes.")
     workers: int = Field(2, ge=1, description="Programs run at once.")
+    allow_weak_isolation: bool = Field(
+        False, description="Run where the kernel gives no namespaces, with rlimits only (see docs/sandbox.md).")
 
 
 def _default_rewards() -> list[RewardSpec]:

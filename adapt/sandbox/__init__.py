@@ -25,14 +25,17 @@ Not root, but with user namespaces (most desktops): every layer but ``unprivileg
 program keeps the caller's uid (a user namespace maps only that one), so RLIMIT_NPROC counts all
 the caller's processes. Without root and without user namespaces (some hardened kernels,
 containers under seccomp) only the "always" layers hold.
-Then the program runs as the caller, so it CAN read and write the caller's files and reach the
-network, RLIMIT_NPROC counts all the caller's processes, and only the supervisor's subreaper sweep
-kills escapees. ``execute`` logs a warning the first time a layer is missing. As root without
+There the program would run as the caller, able to read and write the caller's files and reach
+the network, so ``execute`` refuses ("sandbox_error") unless ``allow_weak_isolation`` is set; then
+RLIMIT_NPROC counts all the caller's processes, only the supervisor's subreaper sweep kills
+escapees, and ``execute`` logs a warning the first time a layer is missing. As root without
 namespaces, the interpreter must be reachable by other uids (it is not under /root): otherwise each
 execution ends in "sandbox_error" rather than run with less isolation than asked.
 
 Not provided: seccomp filtering of system calls, so the kernel's whole syscall surface is exposed;
-a cap on total memory across processes (RLIMIT_AS is per process, times ``processes``).
+a cap on total memory across processes (a cgroup would give one): RLIMIT_AS is per process, so one
+execution can hold up to ``processes x memory_mb`` (16 GB with the defaults), and a reward loop
+with several workers that many times over.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-__all__ = ["SandboxLimits", "ExecutionResult", "execute", "isolation"]
+__all__ = ["SandboxLimits", "ExecutionResult", "execute", "isolation", "strongly_isolated"]
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +88,15 @@ class SandboxLimits:
     times this, at least 64 MB."""
     open_files: int = 64
     """Open file descriptors per process (RLIMIT_NOFILE)."""
-    processes: int = 64
-    """Processes and threads of the sandbox uid (RLIMIT_NPROC): stops fork bombs."""
+    processes: int = 16
+    """Processes and threads of the sandbox uid (RLIMIT_NPROC): stops fork bombs. With
+    ``memory_mb`` it bounds the memory of one execution: at most ``processes x memory_mb``."""
     output_bytes: int = 65536
     """Bytes kept of stdout and of stderr; a program that writes more is killed ("output_limit")."""
+    allow_weak_isolation: bool = False
+    """Run even where the kernel gives no namespaces (no filesystem view, no network isolation),
+    with only the rlimits, the timeout and a clean environment. Off, such a machine answers every
+    execution with "sandbox_error" rather than run model-written code next to the caller's files."""
 
 
 @dataclass
@@ -119,6 +127,11 @@ def execute(code: str, *, limits: SandboxLimits = SandboxLimits(), stdin: str = 
     files = files or {}
     _check_names(files)
     start = time.monotonic()
+    if not limits.allow_weak_isolation and not strongly_isolated():
+        missing = [name for name in ("namespaces", "filesystem_view", "no_network") if not _probe().get(name)]
+        return _sandbox_error(f"this machine does not give {', '.join(missing) or 'namespaces'}, so the program "
+                              f"could reach the caller's files and the network; refusing to run it (set "
+                              f"allow_weak_isolation to run it with rlimits only)", start)
     try:
         workdir = tempfile.mkdtemp(prefix="adapt-sandbox-")
     except OSError as exc:
@@ -140,7 +153,14 @@ def isolation() -> dict[str, bool]:
 
 @functools.lru_cache(maxsize=1)
 def _probe() -> dict[str, bool]:
-    return execute("").isolation or dict.fromkeys(LAYERS, False)
+    return execute("", limits=SandboxLimits(allow_weak_isolation=True)).isolation or dict.fromkeys(LAYERS, False)
+
+
+def strongly_isolated() -> bool:
+    """Namespaces, the filesystem view and no network: what keeps a program off the caller's
+    files and the network. (The unprivileged uid needs root; without it RLIMIT_NPROC is shared.)"""
+    layers = _probe()
+    return _use_namespaces and all(layers.get(name) for name in ("namespaces", "filesystem_view", "no_network"))
 
 
 def _check_names(files: dict[str, str]) -> None:

@@ -26,6 +26,18 @@ _MANAGED = {
 }
 
 
+# Fields of trl's configs that a stage sets from its own recipe section.
+_MANAGED_BY_KIND = {
+    "sft": {"max_length": "train.seq_len", "packing": "sft.packing", "dataset_kwargs": "sft.packing",
+            "assistant_only_loss": "sft.assistant_only_loss", "completion_only_loss": "sft.assistant_only_loss"},
+    "dpo": {"max_length": "train.seq_len", "beta": "dpo.beta", "loss_type": "dpo.loss_type",
+            "label_smoothing": "dpo.label_smoothing"},
+    "grpo": {"num_generations": "grpo.num_generations", "max_completion_length": "grpo.max_new_tokens",
+             "temperature": "grpo.temperature", "top_p": "grpo.top_p", "beta": "grpo.beta",
+             "use_vllm": "grpo.use_vllm", "reward_weights": "grpo.rewards"},
+}
+
+
 def check_trainer_args(train: TrainSection, kind: str = "cpt") -> None:
     """Refuse unknown or adapt-managed keys in ``train.trainer_args``: fields of the stage's
     config (``TrainingArguments``, or trl's ``SFTConfig``, ``DPOConfig``, ``GRPOConfig``)."""
@@ -33,10 +45,11 @@ def check_trainer_args(train: TrainSection, kind: str = "cpt") -> None:
         return  # importing transformers costs seconds; `adapt validate` skips it when it can
     config = config_class(kind)
     known = {f.name for f in dataclasses.fields(config)}
+    managed = {**_MANAGED, **_MANAGED_BY_KIND.get(kind, {})}
     for key in train.trainer_args:
-        if key in _MANAGED:
+        if key in managed:
             raise AdaptError(f"{key} is set by adapt", key=f"train.trainer_args.{key}",
-                             fix=f"use {_MANAGED[key]} instead")
+                             fix=f"use {managed[key]} instead")
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -55,16 +68,13 @@ def config_class(kind: str):
     return {"sft": trl.SFTConfig, "dpo": trl.DPOConfig, "grpo": trl.GRPOConfig}[kind]
 
 
-def training_kwargs(train: TrainSection, checkpoint_dir: str, steps: int | None, has_eval: bool,
-                    resuming: bool) -> dict:
-    """``TrainingArguments`` keyword arguments (trl's configs take them too); ``steps`` None runs
-    one pass over a dataset the data stage already sized to the budget."""
+def training_kwargs(train: TrainSection, checkpoint_dir: str, steps: int, has_eval: bool, resuming: bool) -> dict:
+    """``TrainingArguments`` keyword arguments; trl's configs take them too."""
     precision = resolve_precision(train.precision)
     scheduler, scheduler_kwargs = _scheduler(train, steps)
     kwargs = dict(
         output_dir=checkpoint_dir,
-        max_steps=steps if steps is not None else -1,
-        num_train_epochs=1,
+        max_steps=steps,
         per_device_train_batch_size=train.batch_size,
         per_device_eval_batch_size=train.batch_size,
         gradient_accumulation_steps=train.grad_accum,

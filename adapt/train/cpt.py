@@ -6,7 +6,7 @@ a plain transformers ``Trainer``. The run's lifecycle (resume, tracking, saving)
 from __future__ import annotations
 
 from adapt.recipe.load import LoadedRecipe
-from adapt.train.runner import EXIT_PREEMPTED, RunOutcome, Setup, run_dir_of, run_stage  # noqa: F401 (re-exported)
+from adapt.train.runner import RunOutcome, Setup, run_stage
 
 
 def train(loaded: LoadedRecipe, tags: dict[str, str] | None = None) -> RunOutcome:
@@ -33,7 +33,7 @@ def setup(loaded: LoadedRecipe) -> Setup:
                        eval_dataset=data.eval or None, data_collator=collate, processing_class=tokenizer,
                        callbacks=callbacks)
 
-    return Setup(model, tokenizer, model_path, data.report, data.manifest, list(data.eval),
+    return Setup(tokenizer, model_path, data.report, data.manifest, list(data.eval),
                  recipe.train.tokens_per_step, make_trainer)
 
 

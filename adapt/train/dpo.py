@@ -1,10 +1,12 @@
 """Direct preference optimisation with trl's ``DPOTrainer`` (Rafailov et al. 2023).
 
 trl tokenizes the pairs (strings, or conversations through the chat template) and computes the
-loss; adapt reads and checks the rows, and picks the reference model. Under LoRA and QLoRA the
-reference is the base without adapters, so it costs no memory; for full fine-tuning (or
-``dpo.reference: copy``) it is a frozen copy of the base, passed as ``ref_model`` so that trl
-never has to reload it by name.
+loss; adapt reads and checks the rows, and picks the reference model. Under LoRA and QLoRA trl
+gets the base model and a ``peft_config`` and wraps it itself, so the reference is the base with
+the adapter disabled and costs no memory (given a model already wrapped, trl would copy the
+adapter into a second, "ref" adapter, saved with every checkpoint). For full fine-tuning, or
+``dpo.reference: copy``, the reference is a frozen copy of the base, passed as ``ref_model`` so
+that trl never has to reload it by name.
 """
 
 from __future__ import annotations
@@ -17,40 +19,55 @@ from adapt.train.runner import Setup
 SUMMARY = ("train/rewards/margins", "train/rewards/accuracies", "train/loss")
 
 
-def setup(loaded: LoadedRecipe) -> Setup:
-    import datasets
-    from trl import DPOConfig, DPOTrainer
-
-    from adapt.data.chat import is_conversational, set_chat_template
+def data(loaded: LoadedRecipe):
+    """The recipe's one preferences source: (train rows, eval sets, data report)."""
+    from adapt.data.mixture import steps_over_rows
     from adapt.data.rows import read_rows, rows_report
-    from adapt.model import load_model
-    from adapt.train.runner import load_base, with_adapter
+    from adapt.train.runner import world_size
 
     recipe = loaded.recipe
+    rows = read_rows(loaded, 0)
+    evals = {name: rows.heldout for name in recipe.data.eval}
+    for name, eval_rows in evals.items():
+        if not eval_rows:
+            raise loaded.error(f"eval set {name!r} is empty: the source has no held-out pairs",
+                               f"data.eval.{name}.source", fix="raise the source's heldout.fraction")
+    steps = steps_over_rows(recipe.train, len(rows.train), world_size=world_size())
+    return rows, evals, rows_report(rows, steps, {name: len(e) for name, e in evals.items()})
+
+
+def setup(loaded: LoadedRecipe) -> Setup:
+    import datasets
+    from transformers import set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    from adapt.adapters import lora_config, prepare_base
+    from adapt.data.chat import is_conversational, set_chat_template
+    from adapt.model import load_model
+    from adapt.train.runner import load_base
+
+    recipe = loaded.recipe
+    rows, evals, report = data(loaded)
     model_path, tokenizer, model = load_base(loaded)
-    rows = read_rows(loaded, 0)  # the recipe's one preferences source (checked when loaded)
     if is_conversational(rows.train[0]):
         set_chat_template(loaded, tokenizer)
     reference = None
     if recipe.adapter.method == "full" or recipe.dpo.reference == "copy":
-        reference = load_model(model_path, recipe.model, recipe.adapter)
-        reference.requires_grad_(False)
-    model = with_adapter(loaded, model, [])
-    evals = {name: datasets.Dataset.from_list(rows.heldout) for name in recipe.data.eval}
-    for name, eval_set in evals.items():
-        if len(eval_set) == 0:
-            raise loaded.error(f"eval set {name!r} is empty: the source has no held-out pairs",
-                               f"data.eval.{name}.source", fix="raise the source's heldout.fraction")
-    steps = recipe.train.max_steps or -(-len(rows.train) // (recipe.train.batch_size * recipe.train.grad_accum))
-    report = rows_report(rows, steps, {name: len(e) for name, e in evals.items()})
+        reference = load_model(model_path, recipe.model, recipe.adapter).requires_grad_(False)
+    peft_config = None
+    if recipe.adapter.method != "full":
+        model = prepare_base(model, recipe.adapter, recipe.train.gradient_checkpointing)
+        peft_config = lora_config(recipe.adapter)
 
     def make_trainer(args: dict, callbacks: list):
         loss_type = [recipe.dpo.loss_type] if isinstance(recipe.dpo.loss_type, str) else recipe.dpo.loss_type
         config = DPOConfig(**args, beta=recipe.dpo.beta, loss_type=loss_type,
                            label_smoothing=recipe.dpo.label_smoothing, max_length=recipe.train.seq_len)
-        return DPOTrainer(model=model, ref_model=reference, args=config,
-                          train_dataset=datasets.Dataset.from_list(rows.train), eval_dataset=evals or None,
+        set_seed(recipe.train.seed)  # trl creates the adapter: its initial weights come from the global RNG
+        return DPOTrainer(model=model, ref_model=reference, args=config, peft_config=peft_config,
+                          train_dataset=datasets.Dataset.from_list(rows.train),
+                          eval_dataset={n: datasets.Dataset.from_list(e) for n, e in evals.items()} or None,
                           processing_class=tokenizer, callbacks=callbacks)
 
-    return Setup(model, tokenizer, model_path, report, [], list(evals), recipe.train.tokens_per_step, make_trainer,
+    return Setup(tokenizer, model_path, report, [], list(evals), recipe.train.tokens_per_step, make_trainer,
                  summary_metrics=SUMMARY)

@@ -8,8 +8,6 @@ transformers ``generate``, or vllm when it is installed and a GPU is present.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from adapt.recipe.load import LoadedRecipe
 from adapt.train.runner import Setup
 
@@ -26,8 +24,7 @@ def load_recipe_tasks(loaded: LoadedRecipe):
     if source.path == BUILTIN_TASKS:
         path = builtin_tasks_path()
     else:
-        path = Path(source.path).expanduser()
-        path = path if path.is_absolute() else loaded.base_dir / path
+        path = loaded.resolve_path(source.path)
         if not path.is_file():
             raise loaded.error(f"task file {path} not found", "data.sources.0.path",
                                fix="give a jsonl of HumanEval- or MBPP-shaped tasks, or 'builtin'")
@@ -36,23 +33,31 @@ def load_recipe_tasks(loaded: LoadedRecipe):
     return [tasks[r.line - 1] for r in train], [tasks[r.line - 1] for r in heldout]
 
 
+def data(loaded: LoadedRecipe):
+    """The training tasks and the data report; a run's steps count completions."""
+    from adapt.data.mixture import steps_over_rows
+    from adapt.data.rows import Rows, rows_report
+    from adapt.train.runner import world_size
+
+    recipe = loaded.recipe
+    tasks, heldout = load_recipe_tasks(loaded)
+    steps = steps_over_rows(recipe.train, len(tasks) * recipe.grpo.num_generations, world_size=world_size())
+    return tasks, rows_report(Rows(recipe.data.sources[0].name, "code_tasks", tasks, heldout, ""), steps, {})
+
+
 def setup(loaded: LoadedRecipe) -> Setup:
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
-    from adapt.data.rows import Rows, rows_report
     from adapt.rewards import build_rewards
     from adapt.train.runner import load_base, with_adapter
 
     recipe, grpo = loaded.recipe, loaded.recipe.grpo
-    model_path, tokenizer, model = load_base(loaded)
-    tasks, heldout = load_recipe_tasks(loaded)
+    tasks, report = data(loaded)
     rewards, weights = build_rewards(loaded, tasks)
+    model_path, tokenizer, model = load_base(loaded)
     model = with_adapter(loaded, model, [])
     prompts = datasets.Dataset.from_dict({"prompt": [t.prompt for t in tasks], "task_index": list(range(len(tasks)))})
-    per_step = recipe.train.batch_size * recipe.train.grad_accum // grpo.num_generations
-    steps = recipe.train.max_steps or -(-len(tasks) // max(1, per_step))
-    report = rows_report(Rows(recipe.data.sources[0].name, "code_tasks", tasks, heldout, ""), steps, {})
 
     def make_trainer(args: dict, callbacks: list):
         config = GRPOConfig(**args, num_generations=grpo.num_generations, max_completion_length=grpo.max_new_tokens,
@@ -63,7 +68,7 @@ def setup(loaded: LoadedRecipe) -> Setup:
                            processing_class=tokenizer, callbacks=callbacks)
 
     metrics = SUMMARY + tuple(f"train/rewards/{r.__name__}/mean" for r in rewards)
-    return Setup(model, tokenizer, model_path, report, [], [], recipe.train.tokens_per_step, make_trainer,
+    return Setup(tokenizer, model_path, report, [], [], recipe.train.tokens_per_step, make_trainer,
                  summary_metrics=metrics)
 
 

@@ -40,9 +40,9 @@ class RunOutcome:
 
 @dataclass
 class Setup:
-    """What a stage's ``setup`` hands the runner: the model ready to train, and its data."""
+    """What a stage's ``setup`` hands the runner: its data, and how to build its Trainer around
+    the model (the Trainer's model is the one trained and saved; trl may wrap it in an adapter)."""
 
-    model: Any
     tokenizer: Any
     model_path: str
     report: dict
@@ -83,6 +83,7 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
     from adapt.train.metrics import TrackerCallback, read_metrics, summary_table
 
     setup = setup_stage(loaded)
+    data_files = write_data_outputs(run_dir, setup.report, setup.manifest)
     tracking = recipe.tracking
     # The tracker keeps its MLflow run id in the run directory, so a resumed run logs to the same run.
     tracker = open_tracker(enabled=tracking.enabled, uri=tracking.uri, experiment=tracking.experiment,
@@ -92,28 +93,25 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
     discard_incomplete(checkpoint_dir)
     resume_from = last_complete_checkpoint(checkpoint_dir)
     preemption = PreemptionCallback()
-    # CPT's data stage fixes the steps; the other kinds' data is sized to the budget and packed by trl.
-    steps = setup.report["steps"] if recipe.train.max_steps is not None or recipe.kind == "cpt" else None
-    args = training_kwargs(recipe.train, str(checkpoint_dir), steps, bool(setup.eval_sets), resume_from is not None)
-    trainer = setup.make_trainer(args, [
-        TrackerCallback(tracker, setup.eval_sets, setup.tokens_per_step * world_size()),
-        CompleteCheckpointCallback(recipe.train.save_total_limit), preemption])
-    data_files = write_data_outputs(run_dir, setup.report, setup.manifest)  # make_trainer may add packing
-
     resuming = bool(state.history)
-    if not resuming:
-        trainable, total = trainable_parameters(setup.model)
-        tracker.log_params(resolved)
-        tracker.set_tags({**provenance.tags(loaded.path, setup.model_path, trainable, total),
-                          "adapt.kind": recipe.kind, **(tags or {})})
-        tracker.log_artifact(run_dir / "recipe.yaml")
-        tracker.log_metrics(provenance.data_metrics(setup.report), step=0)
-    state.status = "running"
-    state.history.append({"event": "resumed" if resuming else "started", "argv": sys.argv[1:]})
-    state.save(run_dir)
-
-    # ---- train
     try:
+        args = training_kwargs(recipe.train, str(checkpoint_dir), setup.report["steps"], bool(setup.eval_sets),
+                               resume_from is not None)
+        trainer = setup.make_trainer(args, [
+            TrackerCallback(tracker, setup.eval_sets, setup.tokens_per_step * world_size()),
+            CompleteCheckpointCallback(recipe.train.save_total_limit), preemption])
+        if not resuming:
+            trainable, total = trainable_parameters(trainer.model)
+            tracker.log_params(resolved)
+            tracker.set_tags({**provenance.tags(loaded.path, setup.model_path, trainable, total),
+                              "adapt.kind": recipe.kind, **(tags or {})})
+            tracker.log_artifact(run_dir / "recipe.yaml")
+            tracker.log_metrics(provenance.data_metrics(setup.report), step=0)
+        state.status = "running"
+        state.history.append({"event": "resumed" if resuming else "started", "argv": sys.argv[1:]})
+        state.save(run_dir)
+
+        # ---- train
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         if preemption.requested:
             state.status = "preempted"
@@ -152,22 +150,24 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
 def _begin(run_dir: Path, resolved: dict) -> RunState:
     """Start a new run directory, or check that the recipe matches the run being resumed."""
     state = load_state(run_dir)
-    if state is None:
-        if run_dir.exists() and {p.name for p in run_dir.iterdir()} - set(DATA_OUTPUTS):
-            raise AdaptError(f"{run_dir} exists and is not an adapt run directory", key="train.output_dir",
-                             fix="choose an empty or new output directory")
-        state = RunState(recipe=resolved)
-        with atomic_write(run_dir / "recipe.yaml") as f:
-            yaml.safe_dump(resolved, f, sort_keys=False)
-        state.save(run_dir)
-        return state
-    # The plan section only steers `adapt plan`; editing it does not change what this run trains.
-    changed = [key for key in changed_keys(state.recipe, resolved) if key != "plan" and not key.startswith("plan.")]
-    if changed:
-        raise AdaptError(
-            f"the recipe changed since this run began ({', '.join(changed)}); refusing to resume",
-            file=str(run_dir / "recipe.yaml"), key=changed[0],
-            fix=f"restore the recipe as in {run_dir / 'recipe.yaml'}, or set train.output_dir to a new directory")
+    if state is not None:
+        # The plan section only steers `adapt plan`; editing it does not change what this run trains.
+        changed = [k for k in changed_keys(state.recipe, resolved) if k != "plan" and not k.startswith("plan.")]
+        if not changed:
+            return state
+        if state.history:
+            raise AdaptError(
+                f"the recipe changed since this run began ({', '.join(changed)}); refusing to resume",
+                file=str(run_dir / "recipe.yaml"), key=changed[0],
+                fix=f"restore the recipe as in {run_dir / 'recipe.yaml'}, or set train.output_dir to a new directory")
+        # It stopped before training began (on a bad row, say): start again with the fixed recipe.
+    elif run_dir.exists() and {p.name for p in run_dir.iterdir()} - set(DATA_OUTPUTS):
+        raise AdaptError(f"{run_dir} exists and is not an adapt run directory", key="train.output_dir",
+                         fix="choose an empty or new output directory")
+    state = RunState(recipe=resolved)
+    with atomic_write(run_dir / "recipe.yaml") as f:
+        yaml.safe_dump(resolved, f, sort_keys=False)
+    state.save(run_dir)
     return state
 
 

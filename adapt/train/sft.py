@@ -17,15 +17,12 @@ def setup(loaded: LoadedRecipe) -> Setup:
     from trl import SFTConfig, SFTTrainer
 
     from adapt.data.chat import stop_token_ids
-    from adapt.data.packing import configure_model
     from adapt.data.sft import prepare_sft_data
     from adapt.train.runner import load_base, with_adapter, world_size
 
     recipe = loaded.recipe
     model_path, tokenizer, model = load_base(loaded)
     data = prepare_sft_data(loaded, tokenizer, world_size())
-    if recipe.sft.packing:
-        configure_model(model, "documents")  # packed rows need the KV cache off to honour position ids
     model.generation_config.eos_token_id = stop_token_ids(tokenizer)
     model = with_adapter(loaded, model, [])
     collator = _collator(recipe, tokenizer.pad_token_id)
@@ -38,7 +35,7 @@ def setup(loaded: LoadedRecipe) -> Setup:
         return SFTTrainer(model=model, args=config, train_dataset=data.train, eval_dataset=data.eval or None,
                           processing_class=tokenizer, data_collator=collator, callbacks=callbacks)
 
-    return Setup(model, tokenizer, model_path, data.report, data.manifest, list(data.eval),
+    return Setup(tokenizer, model_path, data.report, data.manifest, list(data.eval),
                  recipe.train.tokens_per_step, make_trainer, summary_metrics=("train/mean_token_accuracy",))
 
 

@@ -17,26 +17,26 @@ def train(loaded: LoadedRecipe, tags: dict[str, str] | None = None) -> RunOutcom
 
 
 def prepare_data_report(loaded: LoadedRecipe) -> tuple[dict, list[dict]]:
-    """``adapt data``: the stage's data, prepared as ``adapt train`` would, without a model."""
-    from adapt.data.rows import Rows, read_rows, rows_report
+    """``adapt data``: the stage's data, prepared by the same function ``adapt train`` uses."""
     from adapt.model import load_tokenizer, resolve_model_path
 
     recipe = loaded.recipe
     if recipe.kind == "dpo":
-        return rows_report(read_rows(loaded, 0), None, {}), []
-    if recipe.kind == "grpo":
-        from adapt.train.grpo import load_recipe_tasks
+        from adapt.train.dpo import data
 
-        train, heldout = load_recipe_tasks(loaded)
-        return rows_report(Rows(recipe.data.sources[0].name, "code_tasks", train, heldout, ""), None, {}), []
+        return data(loaded)[2], []
+    if recipe.kind == "grpo":
+        from adapt.train.grpo import data
+
+        return data(loaded)[1], []
     tokenizer = load_tokenizer(resolve_model_path(recipe.model), recipe.model.trust_remote_code)
     if recipe.kind == "sft":
         from adapt.data.sft import prepare_sft_data
 
-        data = prepare_sft_data(loaded, tokenizer)
+        prepared = prepare_sft_data(loaded, tokenizer)
     else:
         from adapt.data.prepare import prepare_data
         from adapt.train.cpt import fim_sentinels
 
-        data = prepare_data(loaded, tokenizer, sentinels=fim_sentinels(loaded, tokenizer)[0])
-    return data.report, data.manifest
+        prepared = prepare_data(loaded, tokenizer, sentinels=fim_sentinels(loaded, tokenizer)[0])
+    return prepared.report, prepared.manifest
