@@ -71,3 +71,27 @@ def test_dpo_refuses_document_sources(dpo_recipe, corpora, capsys):
     source = f"data.sources=[{{name: code, kind: files, root: {corpora['domain']}}}]"
     assert main(["validate", str(recipe), source, "data.eval={}"]) == 2
     assert "data.sources" in capsys.readouterr().err
+
+
+def test_dpo_stops_on_sigterm_and_resumes(dpo_recipe):
+    """The post-training kinds share CPT's run lifecycle: SIGTERM saves and exits 143; the same
+    command resumes from the checkpoint to the end, in the same run directory."""
+    import json
+    import signal
+
+    from test_resume import SETTINGS, losses, start
+
+    recipe = dpo_recipe("resume", pairs(60))
+    run_dir = recipe.parent / "runs" / "resume"
+    overrides = ["train.max_steps=60", "train.eval_steps=100", "train.save_steps=1000"]
+    proc = start(recipe, *overrides)
+    while not losses(run_dir):
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    stopped = max(losses(run_dir))
+    assert stopped < 60 and json.loads((run_dir / "run_state.json").read_text())["status"] == "preempted"
+    assert main(["train", str(recipe), *SETTINGS, *overrides]) == 0
+    state = json.loads((run_dir / "run_state.json").read_text())
+    assert state["status"] == "finished" and state["final_step"] == 60
+    assert [e["event"] for e in state["history"]] == ["started", "resumed"]

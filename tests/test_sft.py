@@ -145,22 +145,18 @@ def test_missing_mapped_column_names_the_key(sft_recipe, capsys):
     assert "data.sources.0.columns" in err and "'instruction'" in err and "columns: q, a" in err
 
 
-def test_template_without_generation_markers_offers_alternatives(sft_recipe, tiny_model_dir, tmp_path, capsys):
-    template = tmp_path / "plain.jinja"
-    template.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}")
-    recipe = sft_recipe("plain", model={"base_model": str(tiny_model_dir), "chat_template": str(template)})
+@pytest.mark.parametrize("template,expected", [
+    ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}",
+     ("{% generation %} markers", "chatml", "prompt/completion")),  # renders, but marks no assistant tokens
+    ("{% for m in messages %}{{ m['content'] }}", ("does not render",)),
+])
+def test_unusable_chat_template_names_the_key(sft_recipe, tiny_model_dir, tmp_path, capsys, template, expected):
+    path = tmp_path / "template.jinja"
+    path.write_text(template)
+    recipe = sft_recipe("template", model={"base_model": str(tiny_model_dir), "chat_template": str(path)})
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err
-    assert "model.chat_template" in err and "generation" in err and "chatml" in err and "prompt/completion" in err
-
-
-def test_template_that_does_not_render_is_an_error(sft_recipe, tiny_model_dir, tmp_path, capsys):
-    template = tmp_path / "broken.jinja"
-    template.write_text("{% for m in messages %}{{ m['content'] }")
-    recipe = sft_recipe("broken", model={"base_model": str(tiny_model_dir), "chat_template": str(template)})
-    assert main(["train", str(recipe)]) == 2
-    err = capsys.readouterr().err
-    assert "model.chat_template" in err and "does not render" in err and "Traceback" not in err
+    assert "model.chat_template" in err and all(e in err for e in expected) and "Traceback" not in err, err
 
 
 def test_packed_rows_do_not_attend_across_examples(tiny_model_dir):
