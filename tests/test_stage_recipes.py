@@ -53,3 +53,12 @@ def test_each_stage_trains_with_full_lora_and_qlora(make_recipe, tmp_path, capsy
                 (name, capsys.readouterr().err[-2000:])
             final = tmp_path / "runs" / name / "final"
             assert (final / ("config.json" if method == "full" else "adapter_config.json")).is_file(), name
+
+
+def test_adapt_data_reports_every_kind(tmp_path, capsys):
+    """`adapt data` prepares each kind's data as `adapt train` would, without training."""
+    for kind, expected in {"sft": "packing efficiency", "dpo": "Training rows", "grpo": "Training rows"}.items():
+        out = tmp_path / kind
+        assert main(["data", str(ROOT / "recipes" / f"{kind}.yaml"), TINY_BASE, f"train.output_dir={out}"]) == 0, \
+            capsys.readouterr().err[-2000:]
+        assert expected in (out / "data_report.md").read_text(), kind
