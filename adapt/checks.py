@@ -75,7 +75,9 @@ def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_
         tokens[name], eval_tokens[name] = int(size / BYTES_PER_TOKEN), 0
         report[name] = {"train_files": "rows", "heldout_files": "rows", "approx_tokens": tokens[name]}
     shares = {n: s for n, s in recipe.data.mixture.items() if s > 0}
-    steps = budget_steps(recipe.train, tokens, shares, world_size)
+    # DPO and GRPO count steps in rows, known once the data stage has read them (`adapt data`).
+    steps = budget_steps(recipe.train, tokens, shares, world_size) if recipe.kind in ("cpt", "sft") \
+        else recipe.train.max_steps
     eval_total = sum(min(spec.max_tokens, eval_tokens[spec.source]) for spec in recipe.data.eval.values())
     device = "cpu-bf16" if recipe.train.precision in ("auto", "bf16") and cpu_has_bf16() else "cpu-fp32"
     # The time and memory model is CPT's: DPO scores two completions per row, GRPO mostly generates.
@@ -85,7 +87,7 @@ def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_
         "sources": report,
         "mixture": shares,
         "steps": steps,
-        "train_tokens": steps * recipe.train.tokens_per_step * world_size,
+        "train_tokens": steps * recipe.train.tokens_per_step * world_size if recipe.kind in ("cpt", "sft") else None,
         "eval_tokens": eval_total,
         "estimate_device": device,
         **timing,

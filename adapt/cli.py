@@ -96,8 +96,12 @@ def _cost_table(cost: dict) -> str:
         share = cost["mixture"].get(name, 0.0)
         lines.append(f"{name:<16}{share:>7.2f}{src['train_files']:>13}{src['heldout_files']:>10}"
                      f"{src['approx_tokens']:>12,}")
-    lines.append(f"steps {cost['steps']:,}   train tokens {cost['train_tokens']:,}   "
-                 f"eval tokens ≈{cost['eval_tokens']:,}")
+    if cost["train_tokens"] is None:
+        steps = f"steps {cost['steps']:,}" if cost["steps"] else "steps: counted from the rows (see adapt data)"
+        lines.append(steps)
+    else:
+        lines.append(f"steps {cost['steps']:,}   train tokens {cost['train_tokens']:,}   "
+                     f"eval tokens ≈{cost['eval_tokens']:,}")
     if cost["seconds"] is not None:
         lines.append(f"parameters {cost['params']:,} ({cost['trainable_params']:,} trainable)   "
                      f"time ≈{_duration(cost['seconds'])} on {cost['estimate_device']}   "

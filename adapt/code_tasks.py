@@ -268,6 +268,8 @@ def _mbpp_task(row: dict, where: dict) -> CodeTask:
     preamble = _optional_text(row, "test_setup_code", where) or ""
     _parse(preamble, where, "test_setup_code")
     entry_point = _optional_text(row, "entry_point", where) or _called_function(trees, where)
+    # MBPP's own prompt (Austin et al. 2021, §2.1) shows the tests: they name the function to write.
+    prompt = f"{prompt}\nYour code should pass these tests:\n\n" + "\n".join(tests) + "\n"
     return CodeTask(task_id=_task_id(row, where), prompt=prompt, entry_point=entry_point, tests=tests,
                     preamble=preamble, canonical_solution=_optional_text(row, "code", where),
                     completes_prompt=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -93,7 +94,8 @@ def build_rewards(loaded: LoadedRecipe, tasks) -> tuple[list[Reward], list[float
     from adapt.sandbox import SandboxLimits
 
     grpo = loaded.recipe.grpo
-    limits = SandboxLimits(timeout_s=grpo.sandbox.timeout_s, memory_mb=grpo.sandbox.memory_mb,
+    limits = SandboxLimits(timeout_s=grpo.sandbox.timeout_s, cpu_s=math.ceil(grpo.sandbox.timeout_s),
+                           memory_mb=grpo.sandbox.memory_mb,
                            allow_weak_isolation=grpo.sandbox.allow_weak_isolation)
     rewards = []
     for i, spec in enumerate(grpo.rewards):

@@ -22,7 +22,7 @@ from adapt.planner.sweep import run_plan, trajectory
 from adapt.recipe import load_recipe
 from adapt.recipe.load import LoadedRecipe, validate_data
 from adapt.recipe.schema import Recipe
-from adapt.train.cpt import train
+from adapt.train.stages import train
 from adapt.train.runner import run_dir_of
 from adapt.train.metrics import read_metrics
 

@@ -43,6 +43,7 @@ def test_dpo_raises_the_reward_margin_on_training_pairs(dpo_recipe):
     assert len(margins) == 12
     assert sum(margins[-3:]) / 3 > max(0.05, margins[0]), margins
     assert set(series(run, "eval/prefs/loss")) == {0, 6, 12}
+    assert set(series(run, "eval/prefs/rewards/margins")) == {0, 6, 12}, "trl's eval metrics carry the set's name"
     assert "train/rewards/margins" in (run / "summary.txt").read_text()
 
 
@@ -95,3 +96,16 @@ def test_dpo_stops_on_sigterm_and_resumes(dpo_recipe):
     state = json.loads((run_dir / "run_state.json").read_text())
     assert state["status"] == "finished" and state["final_step"] == 60
     assert [e["event"] for e in state["history"]] == ["started", "resumed"]
+
+
+def test_pairs_with_and_without_a_prompt_are_refused(dpo_recipe, capsys):
+    rows = pairs(6)
+    del rows[2]["prompt"]
+    assert main(["train", str(dpo_recipe("mixed", rows))]) == 2
+    err = capsys.readouterr().err
+    assert "row 3 has no prompt" in err and "Traceback" not in err
+
+
+def test_unknown_loss_type_is_refused_before_training(dpo_recipe, capsys):
+    assert main(["validate", str(dpo_recipe("loss", pairs(6))), "dpo.loss_type=sigmod"]) == 2
+    assert "dpo.loss_type" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def batch_and_model(recipe, tiny_model_dir, mode: str):
     loaded = load_recipe(recipe, [f"data.packing={mode}"])
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir), ModelSection(base_model=str(tiny_model_dir)), AdapterSection(method="full"))
-    configure_model(model, mode)  # as cpt.train does before building the Trainer
+    configure_model(model, mode)  # as cpt.setup does before building the Trainer
     data = prepare_data(loaded, tokenizer)
     batch = collate([data.train[i] for i in range(len(data.train))])
     return batch, model, tokenizer.eos_token_id

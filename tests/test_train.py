@@ -85,3 +85,12 @@ def test_generate_from_a_run_directory(make_recipe, capsys):
     capsys.readouterr()
     assert main(["generate", str(run), "--prompt", "def ", "--max-new-tokens", "8", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_a_cpt_run_records_only_what_cpt_reads(make_recipe):
+    """Runs and pilots begun before the post-training kinds existed must still resume: a CPT
+    recipe's record has no sft/dpo/grpo sections and no chat template."""
+    from adapt.recipe import load_recipe
+
+    record = load_recipe(make_recipe("record")).recipe.record()
+    assert not {"sft", "dpo", "grpo"} & set(record) and "chat_template" not in record["model"]

@@ -27,7 +27,7 @@ CHATML = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
-_PROBE = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+_PROBE = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]  # no system: Gemma refuses one
 
 
 def is_conversational(row: dict) -> bool:
@@ -67,7 +67,7 @@ def _check_renders(loaded: LoadedRecipe, tokenizer) -> None:
     try:
         tokenizer.apply_chat_template(_PROBE, tokenize=False)
     except Exception as exc:  # jinja2 raises TemplateError subclasses, and templates may raise anything
-        raise loaded.error(f"the chat template does not render a system/user/assistant conversation: "
+        raise loaded.error(f"the chat template does not render a user/assistant conversation: "
                            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "model.chat_template",
                            fix="fix the template, or use model.chat_template: chatml") from None
 

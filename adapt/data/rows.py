@@ -64,6 +64,11 @@ def read_rows(loaded: LoadedRecipe, index: int) -> Rows:
                              key=wanted.get(exc.field.split("[")[0], exc.field), fix=exc.fix) from None
     if not rows:
         raise loaded.error(f"source {source.name!r} is empty", key, fix="check the split and the files")
+    with_prompt = [i for i, row in enumerate(rows) if "prompt" in row]
+    if fmt == "preferences" and 0 < len(with_prompt) < len(rows):
+        missing = next(i for i, row in enumerate(rows) if "prompt" not in row)
+        raise AdaptError(f"row {missing + 1} has no prompt, but row {with_prompt[0] + 1} has one", file=origin,
+                         key=wanted["prompt"], fix="give every pair a prompt, or none (whole conversations)")
     refs = [DocRef(origin, i + 1) for i in range(len(rows))]
     train, heldout = split_heldout(refs, source.heldout)
     return Rows(source.name, fmt, [rows[r.line - 1] for r in train], [rows[r.line - 1] for r in heldout], origin)
@@ -139,10 +144,10 @@ def instruction_sources(loaded: LoadedRecipe) -> list[int]:
     return sources_of_kind(loaded, InstructionsSource)
 
 
-def rows_report(rows: Rows, steps: int | None, eval_sets: dict[str, int]) -> dict:
+def rows_report(rows: Rows, steps: int, eval_sets: dict[str, int]) -> dict:
     """The data report of a stage trained on one row source (DPO, GRPO): rows, not tokens."""
     return {
-        "steps": steps if steps is not None else 0,
+        "steps": steps,
         "train_tokens": None,
         "packing": {"mode": "none (one row per example)", "efficiency": None, "truncated_tokens": 0},
         "sources": {rows.name: {"train_documents": len(rows.train), "heldout_documents": len(rows.heldout),

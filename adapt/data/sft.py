@@ -27,7 +27,6 @@ Example = tuple[list[int], list[int]]  # input_ids, loss mask
 class SftData:
     train: object  # datasets.Dataset
     eval: dict[str, object]
-    steps: int
     report: dict = field(default_factory=dict)
     manifest: list[dict] = field(default_factory=list)
 
@@ -77,8 +76,8 @@ def prepare_sft_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1) -> Sf
     report["packing"]["efficiency"] = sum(map(len, dataset["input_ids"])) / (len(dataset) * seq_len)
     # The rows were drawn to fill the budget, so one pass over them is the run (trl may pack them
     # into fewer rows than the budget's tokens / seq_len).
-    steps = report["steps"] = steps_over_rows(recipe.train, len(dataset), passes=1.0, world_size=world_size)
-    return SftData(dataset, {n: _dataset(e, seq_len, packing) for n, e in evals.items()}, steps, report,
+    report["steps"] = steps_over_rows(recipe.train, len(dataset), passes=1.0, world_size=world_size)
+    return SftData(dataset, {n: _dataset(e, seq_len, packing) for n, e in evals.items()}, report,
                    documents.curator.manifest)
 
 

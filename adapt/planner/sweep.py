@@ -1,6 +1,6 @@
 """``adapt plan``, top to bottom: pilots -> fits -> plan file and plot, all tracked in MLflow.
 
-Each pilot is the recipe itself, trained by ``adapt.train.cpt.train`` for ``plan.pilot_tokens``
+Each pilot is the recipe itself, trained by ``adapt.train.stages.train`` for ``plan.pilot_tokens``
 at one domain share R, with its own run directory under ``<run dir>-plan/`` and an MLflow child
 run under the plan's parent run. A pilot is identified by a key: the hash of its resolved recipe.
 A pilot whose key is in the results file (``pilots.json``), or in a finished MLflow run tagged with
@@ -87,7 +87,7 @@ def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path
     pilot in a new directory, never a refused resume."""
     domain, general = plan_sources(loaded)
     plan = loaded.recipe.plan
-    data = loaded.recipe.model_dump(mode="json")
+    data = loaded.recipe.record()
     data["data"]["mixture"] = {domain: ratio, general: round(1.0 - ratio, 6)}
     data["train"].update(max_tokens=tokens, max_steps=None, epochs=None, eval_steps=plan.eval_steps)
     if target_tokens:
@@ -100,7 +100,7 @@ def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path
         data["train"]["schedule"] = plan.schedule
     data["tracking"]["run_name"] = f"{loaded.recipe.name}-pilot-R{ratio:.3f}"
     data.pop("plan")  # a pilot trains the same whatever epsilon or lambda the plan uses
-    trained = validate_data(data, Recipe, loaded.path, {}).model_dump(mode="json")
+    trained = validate_data(data, Recipe, loaded.path, {}).record()
     for volatile in ("tracking", "plan"):
         trained.pop(volatile)
     trained["train"].pop("output_dir")
@@ -210,7 +210,7 @@ def _read_results(path: Path) -> dict:
 
 def _train_pilot(pilot: LoadedRecipe, key: str, parent: str | None, plan) -> dict | None:
     """Train (or resume, or read back a finished) pilot; None if SIGTERM stopped it."""
-    from adapt.train.cpt import train
+    from adapt.train.stages import train
     from adapt.train.metrics import read_metrics
 
     tags = {PILOT_KEY_TAG: key, "adapt.kind": "pilot", **({"mlflow.parentRunId": parent} if parent else {})}

@@ -356,4 +356,4 @@ def _check_stage_sources(loaded: LoadedRecipe) -> None:
                            fix="set train.max_steps or train.epochs instead")
     if recipe.kind == "grpo" and recipe.data.eval:
         raise loaded.error("grpo runs have no eval sets", "data.eval",
-                           fix="remove data.eval; measure the policy with pass@k after training")
+                           fix="remove data.eval; train/rewards/execution/mean is the measure during training")

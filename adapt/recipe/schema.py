@@ -384,3 +384,12 @@ class Recipe(Section):
     sft: SftSection = Field(default_factory=SftSection)
     dpo: DpoSection = Field(default_factory=DpoSection)
     grpo: GrpoSection = Field(default_factory=GrpoSection)
+
+    def record(self) -> dict:
+        """The recipe as a run stores, compares and logs it: without the sections of the other
+        stage kinds, and for CPT without the chat template, so that runs and pilots begun before
+        those keys existed still resume (and keep their pilot keys)."""
+        data = self.model_dump(mode="json", exclude={kind for kind in ("sft", "dpo", "grpo") if kind != self.kind})
+        if self.kind == "cpt":
+            data["model"].pop("chat_template")
+        return data

@@ -76,12 +76,17 @@ class SftSection(Section):
                           "attention across examples.")
 
 
+# trl 1.16's DPOConfig.loss_type names.
+DpoLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+
+
 class DpoSection(Section):
     """Direct preference optimisation with trl's ``DPOTrainer`` (Rafailov et al. 2023)."""
 
     beta: float = Field(0.1, gt=0, description="Strength of the KL penalty towards the reference.")
-    loss_type: Union[str, list[str]] = Field(
-        "sigmoid", description="trl's DPO loss: sigmoid (DPO), ipo, hinge, robust, apo_zero, ... or a list.")
+    loss_type: Union[DpoLoss, list[DpoLoss]] = Field(
+        "sigmoid", description="trl's DPO loss (sigmoid is DPO's), or a list combined with trainer_args.loss_weights.")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cDPO: assumed share of flipped labels.")
     reference: Literal["auto", "copy"] = Field(
         "auto", description="auto: the base without adapters under LoRA/QLoRA, a frozen copy of the base "
@@ -132,3 +137,10 @@ class GrpoSection(Section):
     beta: float = Field(0.0, ge=0, description="KL penalty towards the reference; 0 needs no reference model.")
     use_vllm: bool | None = Field(None, description="null: vllm when it is installed and a GPU is present.")
     sandbox: SandboxSection = Field(default_factory=SandboxSection)
+
+    @model_validator(mode="after")
+    def _distinct_rewards(self):
+        labels = [r.label for r in self.rewards]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"two rewards share a name ({', '.join(labels)}); trl logs each under its name")
+        return self

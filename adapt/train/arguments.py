@@ -26,15 +26,19 @@ _MANAGED = {
 }
 
 
+# adapt tokenizes, masks and packs SFT data itself, so trl's data preparation fields would do nothing.
+_SFT_DATA_FIELDS = ("max_length", "packing", "packing_strategy", "padding_free", "eval_packing", "dataset_kwargs",
+                    "dataset_text_field", "eos_token", "chat_template_path", "assistant_only_loss",
+                    "completion_only_loss")
 # Fields of trl's configs that a stage sets from its own recipe section.
 _MANAGED_BY_KIND = {
-    "sft": {"max_length": "train.seq_len", "packing": "sft.packing", "dataset_kwargs": "sft.packing",
-            "assistant_only_loss": "sft.assistant_only_loss", "completion_only_loss": "sft.assistant_only_loss"},
+    "sft": dict.fromkeys(_SFT_DATA_FIELDS, "the sft section, train.seq_len or model.chat_template"),
     "dpo": {"max_length": "train.seq_len", "beta": "dpo.beta", "loss_type": "dpo.loss_type",
             "label_smoothing": "dpo.label_smoothing"},
     "grpo": {"num_generations": "grpo.num_generations", "max_completion_length": "grpo.max_new_tokens",
              "temperature": "grpo.temperature", "top_p": "grpo.top_p", "beta": "grpo.beta",
-             "use_vllm": "grpo.use_vllm", "reward_weights": "grpo.rewards"},
+             "use_vllm": "grpo.use_vllm", "reward_weights": "grpo.rewards",
+             "generation_batch_size": "train.batch_size", "steps_per_generation": "train.grad_accum"},
 }
 
 

@@ -6,12 +6,7 @@ a plain transformers ``Trainer``. The run's lifecycle (resume, tracking, saving)
 from __future__ import annotations
 
 from adapt.recipe.load import LoadedRecipe
-from adapt.train.runner import RunOutcome, Setup, run_stage
-
-
-def train(loaded: LoadedRecipe, tags: dict[str, str] | None = None) -> RunOutcome:
-    """Run (or resume) a CPT recipe; ``adapt train`` sends every stage kind through ``adapt.train.stages``."""
-    return run_stage(loaded, setup, tags)
+from adapt.train.runner import Setup
 
 
 def setup(loaded: LoadedRecipe) -> Setup:

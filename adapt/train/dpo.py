@@ -69,5 +69,5 @@ def setup(loaded: LoadedRecipe) -> Setup:
                           eval_dataset={n: datasets.Dataset.from_list(e) for n, e in evals.items()} or None,
                           processing_class=tokenizer, callbacks=callbacks)
 
-    return Setup(tokenizer, model_path, report, [], list(evals), recipe.train.tokens_per_step, make_trainer,
+    return Setup(tokenizer, model_path, report, [], list(evals), 0, make_trainer,
                  summary_metrics=SUMMARY)

@@ -68,7 +68,7 @@ def setup(loaded: LoadedRecipe) -> Setup:
                            processing_class=tokenizer, callbacks=callbacks)
 
     metrics = SUMMARY + tuple(f"train/rewards/{r.__name__}/mean" for r in rewards)
-    return Setup(tokenizer, model_path, report, [], [], recipe.train.tokens_per_step, make_trainer,
+    return Setup(tokenizer, model_path, report, [], [], 0, make_trainer,
                  summary_metrics=metrics)
 
 

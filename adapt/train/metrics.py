@@ -17,6 +17,9 @@ _TRAIN_NAMES = {"loss": "train/loss", "learning_rate": "train/lr", "grad_norm": 
 
 
 def rename(logs: dict, eval_sets: list[str]) -> dict[str, float]:
+    # trl adds its own eval metrics (entropy, token accuracy, DPO rewards) without the set's name;
+    # the Trainer evaluates one set per log call, named by its eval_<set>_loss.
+    evaluated = [s for s in eval_sets if f"eval_{s}_loss" in logs]
     out = {}
     for key, value in logs.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -26,8 +29,8 @@ def rename(logs: dict, eval_sets: list[str]) -> dict[str, float]:
             prefix = f"eval_{eval_set}_"
             if key.startswith(prefix):
                 name = f"eval/{eval_set}/{key[len(prefix):]}"
-        if name is None and key.startswith("eval_"):  # trl's eval metrics of all sets together
-            name = f"eval/{key[len('eval_'):]}"
+        if name is None and key.startswith("eval_"):
+            name = f"eval/{evaluated[0]}/{key[len('eval_'):]}" if len(evaluated) == 1 else f"eval/{key[len('eval_'):]}"
         out[name or f"train/{key}"] = float(value)
         if name and name.startswith("eval/") and name.endswith("/loss"):
             out[name[: -len("loss")] + "ppl"] = math.exp(min(float(value), 50.0))
@@ -44,7 +47,8 @@ class TrackerCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         metrics = rename(logs, self.eval_sets)
-        metrics["train/tokens"] = float(state.global_step * self.tokens_per_step)
+        if self.tokens_per_step:  # 0 where a step is a number of rows, not of tokens (DPO, GRPO)
+            metrics["train/tokens"] = float(state.global_step * self.tokens_per_step)
         self.tracker.log_metrics(metrics, step=state.global_step)
 
 

@@ -68,7 +68,7 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
     recipe = loaded.recipe
     check_recipe(loaded)  # nothing is written before the recipe passes
     run_dir = run_dir_of(loaded)
-    resolved = recipe.model_dump(mode="json")
+    resolved = recipe.record()
     state = _begin(run_dir, resolved)
     if state.status == "finished":
         return RunOutcome(run_dir, "already_finished")
@@ -155,12 +155,16 @@ def _begin(run_dir: Path, resolved: dict) -> RunState:
         changed = [k for k in changed_keys(state.recipe, resolved) if k != "plan" and not k.startswith("plan.")]
         if not changed:
             return state
-        if state.history:
+        from adapt.train.checkpoints import last_complete_checkpoint
+
+        if last_complete_checkpoint(run_dir / "checkpoints") is not None:
             raise AdaptError(
                 f"the recipe changed since this run began ({', '.join(changed)}); refusing to resume",
                 file=str(run_dir / "recipe.yaml"), key=changed[0],
                 fix=f"restore the recipe as in {run_dir / 'recipe.yaml'}, or set train.output_dir to a new directory")
-        # It stopped before training began (on a bad row, say): start again with the fixed recipe.
+        # Nothing to resume (it stopped on a bad row, say, or before its first checkpoint): start
+        # again with the fixed recipe, in a new tracking run.
+        _clear(run_dir)
     elif run_dir.exists() and {p.name for p in run_dir.iterdir()} - set(DATA_OUTPUTS):
         raise AdaptError(f"{run_dir} exists and is not an adapt run directory", key="train.output_dir",
                          fix="choose an empty or new output directory")
@@ -169,6 +173,16 @@ def _begin(run_dir: Path, resolved: dict) -> RunState:
         yaml.safe_dump(resolved, f, sort_keys=False)
     state.save(run_dir)
     return state
+
+
+def _clear(run_dir: Path) -> None:
+    import shutil
+
+    from adapt.tracking import METRICS_FILE, OUTBOX_FILE, STATE_FILE
+
+    for name in (METRICS_FILE, OUTBOX_FILE, STATE_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
 def _save_final(trainer, tokenizer, final_dir: Path) -> None:
