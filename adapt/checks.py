@@ -11,6 +11,7 @@ from adapt.errors import AdaptError
 from adapt.estimate import BYTES_PER_TOKEN, estimate
 from adapt.model import local_max_positions
 from adapt.recipe.load import LoadedRecipe
+from adapt.recipe.stages import RowsSource
 
 
 def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
@@ -30,6 +31,11 @@ def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
         check_trainer_args(recipe.train, recipe.kind)
     except AdaptError as exc:
         raise loaded.error(exc.what, exc.key, exc.fix) from None
+    for i, source in enumerate(recipe.data.sources):
+        if isinstance(source, RowsSource) and source.path and not row_files(loaded, source.path):
+            raise loaded.error(f"{source.path!r} matches no file or directory (looked in {loaded.base_dir})",
+                               f"data.sources.{i}.path", fix="give jsonl/json/parquet/arrow files, a glob, or a "
+                                                             "save_to_disk directory, relative to the recipe")
     if recipe.kind == "grpo":
         _check_grpo(loaded)
     return resolve_sources(loaded)
@@ -94,6 +100,14 @@ def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_
     }
 
 
+def row_files(loaded: LoadedRecipe, path: str) -> list[Path]:
+    """The files (or save_to_disk directory) a row source's ``path`` names: a path or a glob."""
+    direct = loaded.resolve_path(path)
+    if direct.exists():
+        return [direct]
+    return [] if Path(path).is_absolute() else sorted(loaded.base_dir.glob(path))
+
+
 def _row_source_bytes(loaded: LoadedRecipe) -> dict[str, int]:
     """Bytes of the local files of each row source (instructions, preferences, code tasks)."""
     from adapt.recipe.schema import DOCUMENT_KINDS
@@ -102,12 +116,8 @@ def _row_source_bytes(loaded: LoadedRecipe) -> dict[str, int]:
     for source in loaded.recipe.data.sources:
         if source.kind in DOCUMENT_KINDS:
             continue
-        path = getattr(source, "path", None)
-        if path and loaded.resolve_path(path).is_file():
-            files = [loaded.resolve_path(path)]
-        else:  # a glob, or a hub dataset (no local files: 0)
-            files = list(loaded.base_dir.glob(path)) if path and not Path(path).is_absolute() else []
-        sizes[source.name] = sum(f.stat().st_size for f in files if f.is_file())
+        path = getattr(source, "path", None)  # none for a hub dataset: no local bytes
+        sizes[source.name] = sum(f.stat().st_size for f in row_files(loaded, path) if f.is_file()) if path else 0
     return sizes
 
 

@@ -135,3 +135,11 @@ def test_without_namespaces_grpo_refuses_unless_told(grpo_recipe, capsys, monkey
     assert main(["validate", str(recipe)]) == 2
     assert "grpo.sandbox.allow_weak_isolation" in capsys.readouterr().err
     assert main(["validate", str(recipe), "grpo.sandbox.allow_weak_isolation=true"]) == 0
+
+
+def test_override_into_a_list_of_sections_is_checked(grpo_recipe, capsys):
+    assert main(["validate", str(grpo_recipe("override")), "grpo.rewards.0.name=exec"]) == 2
+    err = capsys.readouterr().err
+    assert "grpo.rewards.0.name" in err and "'execution'" in err
+    assert main(["validate", str(grpo_recipe("override2")), "grpo.rewards.0.wieght=2"]) == 2
+    assert "did you mean 'weight'" in capsys.readouterr().err

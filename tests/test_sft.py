@@ -193,3 +193,14 @@ def test_a_fixed_recipe_reruns_in_the_same_directory(sft_recipe, tmp_path, capsy
     write_jsonl(tmp_path / "fixme.jsonl", arithmetic_chats(20))
     assert main(["train", str(recipe), "train.max_steps=2", "data.sources.0.format=messages"]) == 0, \
         capsys.readouterr().err
+
+
+def test_missing_or_corrupt_row_files_name_the_file(sft_recipe, tmp_path, capsys):
+    recipe = sft_recipe("corrupt")
+    assert main(["validate", str(recipe), "data.sources.0.path=nowhere.jsonl"]) == 2
+    assert "data.sources.0.path" in capsys.readouterr().err
+    with open(tmp_path / "corrupt.jsonl", "a") as f:
+        f.write("{not json\n")
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt.jsonl:121: line is not JSON" in err and "Traceback" not in err

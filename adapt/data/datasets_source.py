@@ -63,4 +63,21 @@ def _load_local(source, base_dir: Path, cache: str, error, key: str):
     if builder is None:
         raise error(f"cannot tell the format of {files[0].name}", f"{key}.path",
                     fix=f"use files ending in {', '.join(_BUILDERS)}")
+    for file in files:
+        if file.suffix == ".jsonl":
+            check_json_lines(file)
     return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=cache)
+
+
+def check_json_lines(path: Path) -> None:
+    """A bad line is an error naming the file and line (`datasets` would report neither)."""
+    import json
+
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                if line.strip():
+                    json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AdaptError(f"line is not JSON ({exc.msg})", file=str(path), line=line_no,
+                                 fix="fix or remove that line") from None

@@ -140,6 +140,8 @@ def _check_override_path(parts: list[str], path: Path) -> None:
         done = ".".join(parts[: i + 1])
         if model is None:
             return
+        if part.isdigit():  # a list index: keep the item type
+            continue
         if isinstance(model, type) and issubclass(model, BaseModel):
             if part not in model.model_fields:
                 raise AdaptError(f"override names an unknown key{_did_you_mean(part, model)}",
@@ -147,8 +149,6 @@ def _check_override_path(parts: list[str], path: Path) -> None:
             if part in _OPEN_MAPS:
                 return
             model = _inner_model(model.model_fields[part].annotation)
-        elif part.isdigit():  # a list index: keep the item type
-            continue
         else:
             return
 

@@ -198,14 +198,20 @@ def _save_final(trainer, tokenizer, final_dir: Path) -> None:
     staging.rename(final_dir)
 
 
+def base_tokenizer(loaded: LoadedRecipe):
+    """The base model's path (the built-in model is built on first use) and its tokenizer."""
+    from adapt.model import load_tokenizer, resolve_model_path
+
+    model_path = resolve_model_path(loaded.recipe.model)
+    return model_path, load_tokenizer(model_path, loaded.recipe.model.trust_remote_code)
+
+
 def load_base(loaded: LoadedRecipe):
     """The base model's path, tokenizer and weights, as the recipe asks for them."""
-    from adapt.model import load_model, load_tokenizer, resolve_model_path
+    from adapt.model import load_model
 
-    recipe = loaded.recipe
-    model_path = resolve_model_path(recipe.model)
-    tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
-    return model_path, tokenizer, load_model(model_path, recipe.model, recipe.adapter)
+    model_path, tokenizer = base_tokenizer(loaded)
+    return model_path, tokenizer, load_model(model_path, loaded.recipe.model, loaded.recipe.adapter)
 
 
 def with_adapter(loaded: LoadedRecipe, model, new_token_ids: list[int]):

@@ -18,11 +18,13 @@ def setup(loaded: LoadedRecipe) -> Setup:
 
     from adapt.data.chat import stop_token_ids
     from adapt.data.sft import prepare_sft_data
-    from adapt.train.runner import load_base, with_adapter, world_size
+    from adapt.model import load_model
+    from adapt.train.runner import base_tokenizer, with_adapter, world_size
 
     recipe = loaded.recipe
-    model_path, tokenizer, model = load_base(loaded)
-    data = prepare_sft_data(loaded, tokenizer, world_size())
+    model_path, tokenizer = base_tokenizer(loaded)
+    data = prepare_sft_data(loaded, tokenizer, world_size())  # bad rows fail before the weights load
+    model = load_model(model_path, recipe.model, recipe.adapter)
     model.generation_config.eos_token_id = stop_token_ids(tokenizer)
     model = with_adapter(loaded, model, [])
     collator = _collator(recipe, tokenizer.pad_token_id)

@@ -18,7 +18,7 @@ def train(loaded: LoadedRecipe, tags: dict[str, str] | None = None) -> RunOutcom
 
 def prepare_data_report(loaded: LoadedRecipe) -> tuple[dict, list[dict]]:
     """``adapt data``: the stage's data, prepared by the same function ``adapt train`` uses."""
-    from adapt.model import load_tokenizer, resolve_model_path
+    from adapt.train.runner import base_tokenizer
 
     recipe = loaded.recipe
     if recipe.kind == "dpo":
@@ -29,7 +29,7 @@ def prepare_data_report(loaded: LoadedRecipe) -> tuple[dict, list[dict]]:
         from adapt.train.grpo import data
 
         return data(loaded)[1], []
-    tokenizer = load_tokenizer(resolve_model_path(recipe.model), recipe.model.trust_remote_code)
+    _, tokenizer = base_tokenizer(loaded)
     if recipe.kind == "sft":
         from adapt.data.sft import prepare_sft_data
 
