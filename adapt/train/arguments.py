@@ -23,6 +23,7 @@ _MANAGED = {
     "logging_steps": "train.logging_steps", "eval_steps": "train.eval_steps", "save_steps": "train.save_steps",
     "save_total_limit": "train.save_total_limit", "report_to": "tracking",
     "gradient_checkpointing": "train.gradient_checkpointing", "warmup_steps": "train.warmup_ratio",
+    "trust_remote_code": "model.trust_remote_code",
 }
 
 

@@ -62,7 +62,8 @@ def setup(loaded: LoadedRecipe) -> Setup:
     def make_trainer(args: dict, callbacks: list):
         loss_type = [recipe.dpo.loss_type] if isinstance(recipe.dpo.loss_type, str) else recipe.dpo.loss_type
         config = DPOConfig(**args, beta=recipe.dpo.beta, loss_type=loss_type,
-                           label_smoothing=recipe.dpo.label_smoothing, max_length=recipe.train.seq_len)
+                           label_smoothing=recipe.dpo.label_smoothing, max_length=recipe.train.seq_len,
+                           trust_remote_code=recipe.model.trust_remote_code)
         set_seed(recipe.train.seed)  # trl creates the adapter: its initial weights come from the global RNG
         return DPOTrainer(model=model, ref_model=reference, args=config, peft_config=peft_config,
                           train_dataset=datasets.Dataset.from_list(rows.train),

@@ -63,7 +63,7 @@ def setup(loaded: LoadedRecipe) -> Setup:
         config = GRPOConfig(**args, num_generations=grpo.num_generations, max_completion_length=grpo.max_new_tokens,
                             temperature=grpo.temperature, top_p=grpo.top_p, beta=grpo.beta,
                             use_vllm=grpo.use_vllm if grpo.use_vllm is not None else _vllm_usable(),
-                            reward_weights=weights)
+                            reward_weights=weights, trust_remote_code=recipe.model.trust_remote_code)
         return GRPOTrainer(model=model, reward_funcs=rewards, args=config, train_dataset=prompts,
                            processing_class=tokenizer, callbacks=callbacks)
 
