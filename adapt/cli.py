@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
     generate.add_argument("--top-p", type=float, default=0.95)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--chat", action="store_true",
+                          help="send the prompt as a user message through the model's chat template (SFT runs)")
     generate.set_defaults(run=_generate)
     return parser
 
@@ -189,7 +191,8 @@ def _plan(args) -> int:
 def _generate(args) -> int:
     from adapt.generate import generate
 
-    print(generate(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed))
+    print(generate(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed,
+                   args.chat))
     return 0
 
 

@@ -33,7 +33,9 @@ def resolve_generation_model(target: str) -> tuple[str, bool]:
 
 
 def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: float = 0.8,
-             top_p: float = 0.95, seed: int = 0) -> str:
+             top_p: float = 0.95, seed: int = 0, chat: bool = False) -> str:
+    """A completion of ``prompt``; with ``chat``, the reply to ``prompt`` as a user message, through
+    the model's chat template, stopping at the end of the assistant's turn."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -47,9 +49,18 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: fl
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.eval()
     torch.manual_seed(seed)
-    inputs = tokenizer(prompt, return_tensors="pt")
+    stop = {}
+    if chat:
+        if not tokenizer.chat_template:
+            raise AdaptError(f"{target} has no chat template", fix="drop --chat, or point at an SFT run's directory")
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                               add_generation_prompt=True)
+        # ChatML's end of turn may be plain text (the built-in tokenizer has no token for it).
+        stop = {"stop_strings": ["<|im_end|>"], "tokenizer": tokenizer} if "<|im_end|>" in prompt else {}
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not chat)
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                              temperature=temperature if temperature > 0 else None, top_p=top_p,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **stop)
+    text = tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return text.split("<|im_end|>")[0] if chat else text

@@ -64,7 +64,9 @@ def test_sft_lowers_loss_with_rehearsal(sft_recipe):
     assert (run / "final" / "adapter_config.json").is_file()
     template = json.loads((run / "final" / "tokenizer_config.json").read_text()).get("chat_template") or \
         (run / "final" / "chat_template.jinja").read_text()
-    assert "{% generation %}" in template, "the built-in ChatML template is saved with the model"
+    assert "{% generation %}" in template, "the ChatML template is saved with the model"
+    assert main(["generate", str(run), "--chat", "--prompt", "What is 1 plus 2?", "--max-new-tokens", "12",
+                 "--temperature", "0"]) == 0
 
 
 def test_prompt_tokens_are_masked_in_the_trainers_batch(sft_recipe):
