@@ -88,7 +88,7 @@ def length_penalty(max_new_tokens: int):
     return reward
 
 
-def build_rewards(loaded: LoadedRecipe, tasks) -> tuple[list[Reward], list[float]]:
+def build_rewards(loaded: LoadedRecipe, tasks) -> tuple[list, list[float]]:
     """The recipe's reward functions and their weights; a user function that cannot be imported
     is an error naming its key."""
     from adapt.sandbox import SandboxLimits
@@ -105,8 +105,9 @@ def build_rewards(loaded: LoadedRecipe, tasks) -> tuple[list[Reward], list[float
             function = format_reward(tasks)
         elif spec.name == "length":
             function = length_penalty(grpo.max_new_tokens)
-        else:
-            function = import_function(loaded, spec.function, f"grpo.rewards.{i}.function")
+        else:  # the user's own, as it is: trl names it, and awaits it if it is async
+            rewards.append(import_function(loaded, spec.function, f"grpo.rewards.{i}.function"))
+            continue
         rewards.append(Reward(spec.label, function))
     return rewards, [spec.weight for spec in grpo.rewards]
 
