@@ -59,7 +59,7 @@ def test_sft_lowers_loss_with_rehearsal(sft_recipe):
     assert set(chat) == {0, 8, 16} and chat[16] < 0.8 * chat[0], chat
     assert set(series(run, "eval/general/loss")) == {0, 8, 16}
     report = json.loads((run / "data_report.json").read_text())
-    assert report["mixture"]["general"]["realised"] == pytest.approx(0.2, abs=0.05), report["mixture"]
+    assert report["mixture"]["general"]["realised"] == pytest.approx(0.2, abs=0.02), report["mixture"]
     assert 0 < report["packing"]["efficiency"] <= 1
     assert (run / "final" / "adapter_config.json").is_file()
     template = json.loads((run / "final" / "tokenizer_config.json").read_text()).get("chat_template") or \

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from adapt.data.chat import is_conversational, set_chat_template, tokenize_example
-from adapt.data.mixture import MixtureError, budget_steps, draw, steps_over_rows
+from adapt.data.mixture import MixtureError, budget_tokens, draw_tokens, steps_over_rows
 from adapt.data.rows import instruction_sources, read_rows
 from adapt.errors import AdaptError
 from adapt.recipe.load import LoadedRecipe
@@ -60,17 +60,16 @@ def prepare_sft_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1) -> Sf
                                f"data.eval.{set_name}.source", fix="raise that source's heldout.fraction")
 
     source_tokens = {name: sum(len(ids) for ids, _ in examples) for name, examples in train.items()}
-    steps = budget_steps(recipe.train, source_tokens, shares, world_size)
-    total_tokens = steps * recipe.train.tokens_per_step * world_size
-    counts = {name: max(1, round(shares[name] * total_tokens * len(train[name]) / max(1, source_tokens[name])))
-              for name in shares}
+    total_tokens = budget_tokens(recipe.train, source_tokens, shares, world_size)
     try:
-        plan = draw({n: len(e) for n, e in train.items()}, counts, recipe.data.max_repetition, recipe.data.seed)
+        plan = draw_tokens({name: [len(ids) for ids, _ in examples] for name, examples in train.items()},
+                           {name: round(shares[name] * total_tokens) for name in shares},
+                           recipe.data.max_repetition, recipe.data.seed)
     except MixtureError as exc:
-        raise loaded.error(f"not enough data: {exc}".replace("blocks", "examples"), f"data.mixture.{exc.source}",
+        raise loaded.error(f"not enough data: {exc}", f"data.mixture.{exc.source}",
                            fix="add data, lower its share or the budget, or raise data.max_repetition") from None
     mixed = [train[name][i] for name, i in plan.order]
-    report = _report(train, rows, plan, mixed, evals, steps, seq_len, documents, shares, recipe.sft.packing)
+    report = _report(train, rows, plan, mixed, evals, seq_len, documents, shares, recipe.sft.packing)
     packing = recipe.sft.packing
     dataset = _dataset(mixed, seq_len, packing)
     report["packing"]["efficiency"] = sum(map(len, dataset["input_ids"])) / (len(dataset) * seq_len)
@@ -150,7 +149,7 @@ def _dataset(examples: list[Example], seq_len: int, packing: bool):
     return pack_dataset(dataset, seq_len, "bfd") if packing else dataset
 
 
-def _report(train, rows, plan, mixed, evals, steps, seq_len, documents, shares, packing) -> dict:
+def _report(train, rows, plan, mixed, evals, seq_len, documents, shares, packing) -> dict:
     fed = {name: 0 for name in train}
     for name, i in plan.order:
         fed[name] += len(train[name][i][0])
@@ -163,7 +162,7 @@ def _report(train, rows, plan, mixed, evals, steps, seq_len, documents, shares, 
         sources[name] = {"train_documents": len(source.train), "heldout_documents": len(source.heldout),
                          "tokens": documents.tokens.get(name), "revision": source.revision, "licence": source.licence}
     return {
-        "steps": steps,
+        "steps": None,  # set once the rows are packed
         "train_tokens": total,
         "loss_tokens": masked,
         "packing": {"mode": "trl bfd" if packing else "none", "efficiency": None,
