@@ -10,7 +10,7 @@ from adapt.data.sources import ResolvedSource, resolve_sources
 from adapt.errors import AdaptError
 from adapt.estimate import BYTES_PER_TOKEN, estimate
 from adapt.model import local_max_positions
-from adapt.recipe.load import LoadedRecipe
+from adapt.recipe.load import LoadedRecipe, find_paths
 from adapt.recipe.stages import RowsSource
 
 
@@ -32,7 +32,7 @@ def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
     except AdaptError as exc:
         raise loaded.error(exc.what, exc.key, exc.fix) from None
     for i, source in enumerate(recipe.data.sources):
-        if isinstance(source, RowsSource) and source.path and not row_files(loaded, source.path):
+        if isinstance(source, RowsSource) and source.path and not find_paths(loaded.base_dir, source.path):
             raise loaded.error(f"{source.path!r} matches no file or directory (looked in {loaded.base_dir})",
                                f"data.sources.{i}.path", fix="give jsonl/json/parquet/arrow files, a glob, or a "
                                                              "save_to_disk directory, relative to the recipe")
@@ -45,7 +45,6 @@ def _check_grpo(loaded: LoadedRecipe) -> None:
     """GRPO's tasks parse, its reward functions import, and its batches hold whole groups."""
     from adapt.rewards import import_function
     from adapt.train.grpo import load_recipe_tasks
-
     from adapt.train.runner import world_size
 
     recipe = loaded.recipe
@@ -81,31 +80,24 @@ def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_
         tokens[name], eval_tokens[name] = int(size / BYTES_PER_TOKEN), 0
         report[name] = {"train_files": "rows", "heldout_files": "rows", "approx_tokens": tokens[name]}
     shares = {n: s for n, s in recipe.data.mixture.items() if s > 0}
-    # DPO and GRPO count steps in rows, known once the data stage has read them (`adapt data`).
-    steps = budget_steps(recipe.train, tokens, shares, world_size) if recipe.kind in ("cpt", "sft") \
-        else recipe.train.max_steps
     eval_total = sum(min(spec.max_tokens, eval_tokens[spec.source]) for spec in recipe.data.eval.values())
     device = "cpu-bf16" if recipe.train.precision in ("auto", "bf16") and cpu_has_bf16() else "cpu-fp32"
-    # The time and memory model is CPT's: DPO scores two completions per row, GRPO mostly generates.
-    timing = (estimate(recipe, steps, eval_total, device) if recipe.kind in ("cpt", "sft")
-              else {"seconds": None, "no_estimate": f"no time estimate for {recipe.kind} (estimates cover cpt and sft)"})
+    if recipe.kind in ("cpt", "sft"):  # budgets in tokens; the time and memory model is theirs
+        steps = budget_steps(recipe.train, tokens, shares, world_size)
+        train_tokens = steps * recipe.train.tokens_per_step * world_size
+        timing = estimate(recipe, steps, eval_total, device)
+    else:  # DPO and GRPO count steps in rows, known once the data stage has read them (`adapt data`)
+        steps, train_tokens = recipe.train.max_steps, None
+        timing = {"seconds": None, "no_estimate": f"no time estimate for {recipe.kind} (estimates cover cpt and sft)"}
     return {
         "sources": report,
         "mixture": shares,
         "steps": steps,
-        "train_tokens": steps * recipe.train.tokens_per_step * world_size if recipe.kind in ("cpt", "sft") else None,
+        "train_tokens": train_tokens,
         "eval_tokens": eval_total,
         "estimate_device": device,
         **timing,
     }
-
-
-def row_files(loaded: LoadedRecipe, path: str) -> list[Path]:
-    """The files (or save_to_disk directory) a row source's ``path`` names: a path or a glob."""
-    direct = loaded.resolve_path(path)
-    if direct.exists():
-        return [direct]
-    return [] if Path(path).is_absolute() else sorted(loaded.base_dir.glob(path))
 
 
 def _row_source_bytes(loaded: LoadedRecipe) -> dict[str, int]:
@@ -117,7 +109,8 @@ def _row_source_bytes(loaded: LoadedRecipe) -> dict[str, int]:
         if source.kind in DOCUMENT_KINDS:
             continue
         path = getattr(source, "path", None)  # none for a hub dataset: no local bytes
-        sizes[source.name] = sum(f.stat().st_size for f in row_files(loaded, path) if f.is_file()) if path else 0
+        sizes[source.name] = sum(f.stat().st_size for f in find_paths(loaded.base_dir, path) if f.is_file()) \
+            if path else 0
     return sizes
 
 

@@ -39,6 +39,8 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: fl
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from adapt.data.chat import IM_END
+
     path, is_adapter = resolve_generation_model(target)
     if is_adapter:
         from peft import AutoPeftModelForCausalLM
@@ -56,11 +58,11 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: fl
         prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                add_generation_prompt=True)
         # ChatML's end of turn may be plain text (the built-in tokenizer has no token for it).
-        stop = {"stop_strings": ["<|im_end|>"], "tokenizer": tokenizer} if "<|im_end|>" in prompt else {}
+        stop = {"stop_strings": [IM_END], "tokenizer": tokenizer} if IM_END in prompt else {}
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not chat)
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                              temperature=temperature if temperature > 0 else None, top_p=top_p,
                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **stop)
     text = tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    return text.split("<|im_end|>")[0] if chat else text
+    return text.split(IM_END)[0] if chat else text

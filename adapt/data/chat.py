@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from adapt.recipe.load import LoadedRecipe
 
-CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]
+IM_END = "<|im_end|>"  # ChatML's end of turn
 # ChatML (as Qwen and many others use it). The assistant's end-of-turn token sits inside the
 # generation block, so the model is trained to stop; the prompt renders the same alone and
 # followed by its answer (prefix-preserving), which prompt/completion masking relies on.
@@ -121,7 +121,7 @@ def tokenize_example(row: dict, tokenizer, assistant_only: bool) -> tuple[list[i
 def stop_token_ids(tokenizer) -> list[int]:
     """Tokens that end a generated turn: EOS, and ChatML's end-of-turn where the tokenizer has it."""
     ids = [tokenizer.eos_token_id]
-    im_end = tokenizer.convert_tokens_to_ids(CHATML_TOKENS[1])
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
     if isinstance(im_end, int) and im_end != tokenizer.unk_token_id and im_end not in ids:
         ids.append(im_end)
     return ids

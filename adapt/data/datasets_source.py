@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from adapt.data.sources import json_lines
 from adapt.errors import AdaptError
+from adapt.recipe.load import find_paths
 
 _BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
@@ -50,12 +52,11 @@ def load_table(source, base_dir: Path, error, key: str):
 def _load_local(source, base_dir: Path, cache: str, error, key: str):
     import datasets
 
-    path = Path(source.path).expanduser()
-    path = path if path.is_absolute() else base_dir / path
-    if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
+    found = find_paths(base_dir, source.path)
+    if len(found) == 1 and found[0].is_dir():
+        loaded = datasets.load_from_disk(str(found[0]))
         return loaded[source.split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    files = [path] if path.is_file() else sorted(p for p in base_dir.glob(source.path) if p.is_file())
+    files = [p for p in found if p.is_file()]
     if not files:
         raise error(f"{source.path!r} matches no file or directory (looked in {base_dir})", f"{key}.path",
                     fix="give parquet/arrow/json files, a glob, or a save_to_disk directory")
@@ -65,19 +66,7 @@ def _load_local(source, base_dir: Path, cache: str, error, key: str):
                     fix=f"use files ending in {', '.join(_BUILDERS)}")
     for file in files:
         if file.suffix == ".jsonl":
-            check_json_lines(file)
+            for _ in json_lines(file):  # a bad line gets its file and number, which `datasets` omits
+                pass
     return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", cache_dir=cache)
 
-
-def check_json_lines(path: Path) -> None:
-    """A bad line is an error naming the file and line (`datasets` would report neither)."""
-    import json
-
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line_no, line in enumerate(f, 1):
-            try:
-                if line.strip():
-                    json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AdaptError(f"line is not JSON ({exc.msg})", file=str(path), line=line_no,
-                                 fix="fix or remove that line") from None

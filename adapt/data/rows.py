@@ -136,12 +136,8 @@ def _conversation(value, field: str, need_assistant: bool = False) -> list[dict]
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def sources_of_kind(loaded: LoadedRecipe, kind: type) -> list[int]:
-    return [i for i, s in enumerate(loaded.recipe.data.sources) if isinstance(s, kind)]
-
-
 def instruction_sources(loaded: LoadedRecipe) -> list[int]:
-    return sources_of_kind(loaded, InstructionsSource)
+    return [i for i, s in enumerate(loaded.recipe.data.sources) if isinstance(s, InstructionsSource)]
 
 
 def rows_report(rows: Rows, steps: int, eval_sets: dict[str, int]) -> dict:

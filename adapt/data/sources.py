@@ -20,7 +20,7 @@ from typing import Iterator
 
 from adapt.data import git
 from adapt.errors import AdaptError
-from adapt.recipe.load import LoadedRecipe
+from adapt.recipe.load import LoadedRecipe, find_paths
 from adapt.recipe.schema import BuiltinCorpusSource, DatasetSource, FilesSource, GitSource, HeldOut, JsonlSource
 
 
@@ -237,8 +237,7 @@ def _files_root(loaded: LoadedRecipe, source: FilesSource, key: str) -> Path:
 def _resolve_jsonl(loaded: LoadedRecipe, source: JsonlSource, key: str) -> ResolvedSource:
     paths: list[Path] = []
     for i, pattern in enumerate(source.paths):
-        direct = loaded.resolve_path(pattern)
-        found = [direct] if direct.is_file() else sorted(p for p in loaded.base_dir.glob(pattern) if p.is_file())
+        found = [p for p in find_paths(loaded.base_dir, pattern) if p.is_file()]
         if not found:
             raise loaded.error(f"{pattern!r} matches no file (looked in {loaded.base_dir})", f"{key}.paths.{i}",
                                fix="give an existing jsonl file or a glob relative to the recipe")
@@ -263,20 +262,25 @@ def _resolve_dataset(loaded: LoadedRecipe, source: DatasetSource, key: str) -> R
                           table=table)
 
 
-def _jsonl_records(path: Path, text_field: str) -> Iterator[tuple[int, str]]:
+def json_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, record) of each non-blank line; a line that is not JSON is an error naming it."""
     with path.open("r", encoding="utf-8", errors="replace") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield line_no, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise AdaptError(f"line is not JSON ({exc.msg})", file=str(path), line=line_no,
                                  fix="fix or remove that line") from None
-            if not isinstance(record, dict) or text_field not in record:
-                raise AdaptError(f"record has no {text_field!r} field", file=str(path), line=line_no,
-                                 fix="set text_field in the source to the field holding the text")
-            yield line_no, str(record[text_field])
+
+
+def _jsonl_records(path: Path, text_field: str) -> Iterator[tuple[int, str]]:
+    for line_no, record in json_lines(path):
+        if not isinstance(record, dict) or text_field not in record:
+            raise AdaptError(f"record has no {text_field!r} field", file=str(path), line=line_no,
+                             fix="set text_field in the source to the field holding the text")
+        yield line_no, str(record[text_field])
 
 
 def _resolve_builtin(loaded: LoadedRecipe, source: BuiltinCorpusSource, key: str) -> ResolvedSource:

@@ -37,14 +37,27 @@ class LoadedRecipe:
 
     def resolve_path(self, value: str) -> Path:
         """A path from the recipe: ``~`` expanded, relative paths taken from the recipe's folder."""
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
+        return resolve_path(self.base_dir, value)
 
     def error(self, what: str, key: str, fix: str | None = None) -> AdaptError:
         return AdaptError(what, file=str(self.path), key=key, line=self.line_of(key), fix=fix)
 
     def line_of(self, key: str) -> int | None:
         return line_of(self.lines, key)
+
+
+def resolve_path(base_dir: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def find_paths(base_dir: Path, pattern: str) -> list[Path]:
+    """What a recipe's path names: the file or folder itself, else what it matches as a glob
+    (relative to ``base_dir``), sorted."""
+    direct = resolve_path(base_dir, pattern)
+    if direct.exists():
+        return [direct]
+    return [] if Path(pattern).expanduser().is_absolute() else sorted(base_dir.glob(pattern))
 
 
 def line_of(lines: dict[str, int], key: str) -> int | None:

@@ -32,6 +32,15 @@ def setup(loaded: LoadedRecipe) -> Setup:
                  recipe.train.tokens_per_step, make_trainer)
 
 
+def data_report(loaded: LoadedRecipe) -> tuple[dict, list[dict]]:
+    from adapt.data.prepare import prepare_data
+    from adapt.train.runner import base_tokenizer
+
+    _, tokenizer = base_tokenizer(loaded)
+    data = prepare_data(loaded, tokenizer, sentinels=fim_sentinels(loaded, tokenizer)[0])
+    return data.report, data.manifest
+
+
 def fim_sentinels(loaded: LoadedRecipe, tokenizer, model=None):
     """The tokenizer's FIM sentinels, added (with new embedding rows) if a source needs them."""
     from adapt.data.fim import add_sentinels, find_sentinels

@@ -36,6 +36,10 @@ def data(loaded: LoadedRecipe):
     return rows, evals, rows_report(rows, steps, {name: len(e) for name, e in evals.items()})
 
 
+def data_report(loaded: LoadedRecipe) -> tuple[dict, list[dict]]:
+    return data(loaded)[2], []
+
+
 def setup(loaded: LoadedRecipe) -> Setup:
     import datasets
     from transformers import set_seed

@@ -45,6 +45,10 @@ def data(loaded: LoadedRecipe):
     return tasks, rows_report(Rows(recipe.data.sources[0].name, "code_tasks", tasks, heldout, ""), steps, {})
 
 
+def data_report(loaded: LoadedRecipe) -> tuple[dict, list[dict]]:
+    return data(loaded)[1], []
+
+
 def setup(loaded: LoadedRecipe) -> Setup:
     import datasets
     from trl import GRPOConfig, GRPOTrainer

@@ -41,6 +41,14 @@ def setup(loaded: LoadedRecipe) -> Setup:
                  recipe.train.tokens_per_step, make_trainer, summary_metrics=("train/mean_token_accuracy",))
 
 
+def data_report(loaded: LoadedRecipe) -> tuple[dict, list[dict]]:
+    from adapt.data.sft import prepare_sft_data
+    from adapt.train.runner import base_tokenizer
+
+    data = prepare_sft_data(loaded, base_tokenizer(loaded)[1])
+    return data.report, data.manifest
+
+
 class PackedRowsCollator(DataCollatorForLanguageModeling):
     """trl's collator, keeping one padded row per packed row and dropping the attention mask.
 

@@ -17,26 +17,5 @@ def train(loaded: LoadedRecipe, tags: dict[str, str] | None = None) -> RunOutcom
 
 
 def prepare_data_report(loaded: LoadedRecipe) -> tuple[dict, list[dict]]:
-    """``adapt data``: the stage's data, prepared by the same function ``adapt train`` uses."""
-    from adapt.train.runner import base_tokenizer
-
-    recipe = loaded.recipe
-    if recipe.kind == "dpo":
-        from adapt.train.dpo import data
-
-        return data(loaded)[2], []
-    if recipe.kind == "grpo":
-        from adapt.train.grpo import data
-
-        return data(loaded)[1], []
-    _, tokenizer = base_tokenizer(loaded)
-    if recipe.kind == "sft":
-        from adapt.data.sft import prepare_sft_data
-
-        prepared = prepare_sft_data(loaded, tokenizer)
-    else:
-        from adapt.data.prepare import prepare_data
-        from adapt.train.cpt import fim_sentinels
-
-        prepared = prepare_data(loaded, tokenizer, sentinels=fim_sentinels(loaded, tokenizer)[0])
-    return prepared.report, prepared.manifest
+    """``adapt data``: the stage's data report and manifest, prepared as ``adapt train`` prepares them."""
+    return importlib.import_module(MODULES[loaded.recipe.kind]).data_report(loaded)
