@@ -49,6 +49,23 @@ def _parser() -> argparse.ArgumentParser:
                     "Run a recipe. Running it again on the same output directory resumes from the last "
                     "complete checkpoint in the same MLflow run.")
 
+    evaluate = commands.add_parser(
+        "eval", help="measure a run or model against its base: forgetting, domain gain, completion, pass@k",
+        description="Evaluate TARGET (a run directory, a model directory, builtin or a hub id) and the "
+                    "recipe's base model (cached) on the recipe's eval sets; write report.json, report.md "
+                    "and, for a run, trace.png.")
+    evaluate.add_argument("target", help="RUN_DIR | MODEL_DIR | builtin | hub id")
+    evaluate.add_argument("recipe")
+    evaluate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    evaluate.add_argument("--output", help="report directory (default: RUN_DIR/eval, or runs/eval/<target>)")
+    evaluate.set_defaults(run=_eval)
+    compare = commands.add_parser("compare", help="side-by-side table of several runs' evaluations",
+                                  description="Print the evaluation reports of several runs side by side, "
+                                              "e.g. one recipe at replay 0%, 10% and the planned ratio.")
+    compare.add_argument("runs", nargs="+", help="run directories (or adapt eval output directories)")
+    compare.add_argument("--json", action="store_true", help="print the reports' key numbers as JSON")
+    compare.set_defaults(run=_compare)
+
     generate = commands.add_parser("generate", help="sample from a base or adapted model",
                                    description="Sample text from `builtin`, a run directory, a model "
                                                "directory or a hub id.")
@@ -185,6 +202,30 @@ def _plan(args) -> int:
     for warning in plan["warnings"]:
         print(f"  warning: {warning}")
     print(f"\nplan: {outcome.plan_file}  (use it with data.mixture: {outcome.plan_file})\nplot: {outcome.plot_file}")
+    return 0
+
+
+def _eval(args) -> int:
+    from adapt.evaluate import evaluate_target
+    from adapt.evaluate.report import REPORT_MD, markdown
+    from adapt.recipe import load_recipe
+
+    report, out_dir = evaluate_target(args.target, load_recipe(args.recipe, args.overrides), args.output)
+    print(markdown(report))
+    print(f"adapt: report in {out_dir / REPORT_MD}")
+    return 0 if report["forgetting"]["pass"] is not False else 1
+
+
+def _compare(args) -> int:
+    from adapt.evaluate.report import compare_table, read_report
+
+    reports = [read_report(run) for run in args.runs]
+    if args.json:
+        print(json.dumps({run: {"mixture": r.get("mixture"), "changes": r["changes"], "forgetting": r["forgetting"]}
+                          for run, r in zip(args.runs, reports)}, indent=2))
+    else:
+        names = [run.rstrip("/").split("/")[-1] for run in args.runs]
+        print(compare_table(names, reports))
     return 0
 
 

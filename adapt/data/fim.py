@@ -135,11 +135,17 @@ def fim_transform(text: str, doc_key: str, spec: FimSpec, sentinels: FimSentinel
     if not transform or len(text) < 2 or any(s in text for s in sentinels.strings()):
         return text, "none"
     lo, hi = sorted((rng.randint(0, len(text)), rng.randint(0, len(text))))
-    prefix, middle, suffix = text[:lo], text[lo:hi], text[hi:]
-    s, end = sentinels, sentinels.eot or ""
-    if spm:
-        return f"{s.prefix}{s.suffix}{suffix}{s.middle}{prefix}{middle}{end}", "spm"
-    return f"{s.prefix}{prefix}{s.suffix}{suffix}{s.middle}{middle}{end}", "psm"
+    mode = "spm" if spm else "psm"
+    return fim_prompt(text[:lo], text[hi:], mode, sentinels) + text[lo:hi] + (sentinels.eot or ""), mode
+
+
+def fim_prompt(prefix: str, suffix: str, mode: str, sentinels: FimSentinels) -> str:
+    """Everything of a FIM sample before the middle: what an infilling model is prompted with.
+    Training samples are this plus the middle (and ``eot``), so evaluation asks in the same format."""
+    s = sentinels
+    if mode == "spm":
+        return f"{s.prefix}{s.suffix}{suffix}{s.middle}{prefix}"
+    return f"{s.prefix}{prefix}{s.suffix}{suffix}{s.middle}"
 
 
 def undo_fim(text: str, sentinels: FimSentinels) -> str:

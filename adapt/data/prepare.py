@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adapt.data.curation.pipeline import Curator
+from adapt.data.eval_sets import eval_specs
 from adapt.data.mixture import MixtureError, budget_steps, plan_mixture
 from adapt.data.packing import PAD, BlockDataset, pack
-from adapt.data.sources import ResolvedSource, filter_spec, resolve_sources
+from adapt.data.sources import ResolvedSource, builtin_corpus, filter_spec, resolve_sources
 from adapt.data.tokens import TokenizedDocs, tokenize_documents
 from adapt.recipe.load import LoadedRecipe
 
@@ -43,9 +44,10 @@ def prepare_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1, sentinels
 
     # Held-out first: eval documents must exist before training documents are checked against them.
     eval_sets = {}
-    for set_name, spec in recipe.data.eval.items():
-        docs = tokenize_source(loaded, curator, sources[spec.source], "heldout", tokenizer, key=f"data.eval.{set_name}")
-        eval_sets[set_name] = docs.capped(spec.max_tokens_per_file, spec.max_tokens)
+    for spec in eval_specs(recipe):
+        source = sources[spec.source] if spec.source in sources else builtin_corpus(loaded, spec.source)
+        docs = tokenize_source(loaded, curator, source, "heldout", tokenizer, key=f"data.eval.{spec.name}")
+        eval_sets[spec.name] = docs.capped(spec.max_tokens_per_file, spec.max_tokens)
     fim_modes: Counter = Counter()
     train_docs = {name: tokenize_source(loaded, curator, sources[name], "train", tokenizer, sentinels=sentinels,
                                   fim_modes=fim_modes) for name in shares}

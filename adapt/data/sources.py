@@ -284,13 +284,18 @@ def _jsonl_records(path: Path, text_field: str) -> Iterator[tuple[int, str]]:
 
 
 def _resolve_builtin(loaded: LoadedRecipe, source: BuiltinCorpusSource, key: str) -> ResolvedSource:
-    from adapt.builtin import corpus_split
-
     if not loaded.recipe.model.is_builtin:
         raise loaded.error("builtin_corpus needs the built-in base model", f"{key}.kind",
                            fix="set model.base_model: builtin, or use a files source for replay")
+    return builtin_corpus(loaded, source.name)
+
+
+def builtin_corpus(loaded: LoadedRecipe, name: str) -> ResolvedSource:
+    """The built-in base model's pretraining corpus, split as it was pretrained."""
+    from adapt.builtin import corpus_split
+
     train, heldout = corpus_split(loaded.recipe.model.builtin)
-    return ResolvedSource(source.name, source.kind, Path("/"), [DocRef(str(p)) for p in train],
+    return ResolvedSource(name, "builtin_corpus", Path("/"), [DocRef(str(p)) for p in train],
                           [DocRef(str(p)) for p in heldout], curated=False)
 
 

@@ -100,8 +100,9 @@ def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path
         data["train"]["schedule"] = plan.schedule
     data["tracking"]["run_name"] = f"{loaded.recipe.name}-pilot-R{ratio:.3f}"
     data.pop("plan")  # a pilot trains the same whatever epsilon or lambda the plan uses
+    data["evaluation"]["enabled"] = False  # the plan reads a pilot's eval trace, not its report
     trained = validate_data(data, Recipe, loaded.path, {}).record()
-    for volatile in ("tracking", "plan"):
+    for volatile in ("tracking", "plan", "evaluation"):
         trained.pop(volatile)
     trained["train"].pop("output_dir")
     key = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:16]

@@ -268,6 +268,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     recipe = validate_data(data, Recipe, path, lines)
     loaded = LoadedRecipe(recipe, path, lines)
     _check_cross_references(loaded)
+    _check_evaluation_sets(loaded)
     if recipe.name is None:
         recipe.name = path.stem
     return loaded
@@ -321,6 +322,19 @@ def _check_cross_references(loaded: LoadedRecipe) -> None:
         if eval_set.source not in names:
             raise loaded.error(f"eval set uses unknown source {eval_set.source!r}{_close(eval_set.source, names)}",
                                f"data.eval.{set_name}.source", fix=f"use one of: {', '.join(names)}")
+
+
+def _check_evaluation_sets(loaded: LoadedRecipe) -> None:
+    from adapt.data.eval_sets import eval_specs
+
+    evaluation = loaded.recipe.evaluation
+    sets = [spec.name for spec in eval_specs(loaded.recipe)]
+    named = [(f"evaluation.general.{i}", name) for i, name in enumerate(evaluation.general or [])]
+    named += [(f"evaluation.group_by.{name}", name) for name in evaluation.group_by]
+    for key, name in named:
+        if name not in sets:
+            raise loaded.error(f"no eval set of documents is named {name!r}{_close(name, sets)}", key,
+                               fix=f"use one of: {', '.join(sets) or '(none: add data.eval)'}")
 
 
 def _read_mixture_file(loaded: LoadedRecipe, ref: str) -> dict[str, float]:

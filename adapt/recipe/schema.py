@@ -12,12 +12,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from adapt.recipe.base import HeldOut, Section
+from adapt.recipe.evaluation import EvaluationSection
 from adapt.recipe.stages import (CodeTasksSource, DpoSection, GrpoSection, InstructionsSource,
                                  PreferencesSource, SftSection)
 
 BUILTIN_PREFIX = "builtin"
-
-
 
 
 # --------------------------------------------------------------------------- model
@@ -381,9 +380,17 @@ class Recipe(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     plan: PlanSection = Field(default_factory=PlanSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     sft: SftSection = Field(default_factory=SftSection)
     dpo: DpoSection = Field(default_factory=DpoSection)
     grpo: GrpoSection = Field(default_factory=GrpoSection)
+
+    @model_validator(mode="after")
+    def _one_forgetting_tolerance(self) -> "Recipe":
+        # A recipe that plans with a tolerance is judged by it, unless it says otherwise.
+        if "epsilon" in self.plan.model_fields_set and "epsilon" not in self.evaluation.model_fields_set:
+            self.evaluation.epsilon, self.evaluation.tolerance = self.plan.epsilon, self.plan.tolerance
+        return self
 
     def record(self) -> dict:
         """The recipe as a run stores, compares and logs it: without the sections of the other

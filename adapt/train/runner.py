@@ -100,6 +100,7 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
         trainer = setup.make_trainer(args, [
             TrackerCallback(tracker, setup.eval_sets, setup.tokens_per_step * world_size()),
             CompleteCheckpointCallback(recipe.train.save_total_limit), preemption])
+        evaluation = _start_evaluation(loaded, setup, trainer)
         if not resuming:
             trainable, total = trainable_parameters(trainer.model)
             tracker.log_params(resolved)
@@ -121,14 +122,12 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
         if setup.eval_sets and trainer.state.global_step % recipe.train.eval_steps != 0:
             trainer.evaluate()  # the "after" numbers are always at the final step
     except BaseException:
-        state.status = "failed"
-        state.save(run_dir)
-        tracker.finish("FAILED")
+        _fail(state, run_dir, tracker)
         raise
     finally:
         preemption.restore()
 
-    # ---- save
+    # ---- save, then measure the saved model against its base
     final_dir = run_dir / "final"
     _save_final(trainer, setup.tokenizer, final_dir)
     for path in data_files:
@@ -136,6 +135,12 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
     if tracking.log_model:
         tracker.log_artifact(final_dir, "model")
     summary = summary_table(read_metrics(run_dir / "metrics.jsonl"), setup.summary_metrics)
+    if evaluation is not None:
+        try:
+            summary += "\n\n" + evaluation.finish(trainer.model, run_dir, tracker, trainer.state.global_step)
+        except BaseException:
+            _fail(state, run_dir, tracker)
+            raise
     with atomic_write(run_dir / "summary.txt") as f:
         f.write(summary + "\n")
     tracker.log_artifact(run_dir / "summary.txt")
@@ -147,12 +152,33 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
     return RunOutcome(run_dir, "finished", summary, tracker.run_id, tracker.tracking_uri)
 
 
+def _fail(state: RunState, run_dir: Path, tracker) -> None:
+    state.status = "failed"
+    state.save(run_dir)
+    tracker.finish("FAILED")
+
+
+def _start_evaluation(loaded: LoadedRecipe, setup: Setup, trainer):
+    """The run's evaluation, with the base model measured (or read from the cache) now, before
+    training changes it; None where the run is not evaluated."""
+    if not loaded.recipe.evaluation.enabled or not trainer.is_world_process_zero():
+        return None
+    if getattr(trainer, "is_fsdp_enabled", False):  # a forward pass on one rank alone would hang
+        print("adapt: FSDP run: evaluate the result with `adapt eval` on one process", file=sys.stderr)
+        return None
+    from adapt.evaluate import RunEvaluation
+
+    evaluation = RunEvaluation(loaded, setup.tokenizer, setup.model_path)
+    evaluation.start(trainer.model)
+    return evaluation
+
+
 def _begin(run_dir: Path, resolved: dict) -> RunState:
     """Start a new run directory, or check that the recipe matches the run being resumed."""
     state = load_state(run_dir)
     if state is not None:
-        # The plan section only steers `adapt plan`; editing it does not change what this run trains.
-        changed = [k for k in changed_keys(state.recipe, resolved) if k != "plan" and not k.startswith("plan.")]
+        # The plan and evaluation sections do not change what this run trains.
+        changed = [k for k in changed_keys(state.recipe, resolved) if k.split(".")[0] not in ("plan", "evaluation")]
         if not changed:
             return state
         from adapt.train.checkpoints import last_complete_checkpoint
