@@ -38,6 +38,8 @@ def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
                                                              "save_to_disk directory, relative to the recipe")
     if recipe.kind == "grpo":
         _check_grpo(loaded)
+    if recipe.evaluation.enabled or recipe.evaluation.pass_at_k.tasks:
+        _check_pass_at_k(loaded)
     return resolve_sources(loaded)
 
 
@@ -57,14 +59,27 @@ def _check_grpo(loaded: LoadedRecipe) -> None:
         if spec.function:
             import_function(loaded, spec.function, f"grpo.rewards.{i}.function")
     load_recipe_tasks(loaded)
-    if any(spec.name == "execution" for spec in recipe.grpo.rewards) and not recipe.grpo.sandbox.allow_weak_isolation:
-        from adapt.sandbox import strongly_isolated
+    if any(spec.name == "execution" for spec in recipe.grpo.rewards):
+        _check_isolation(loaded, recipe.grpo.sandbox.allow_weak_isolation, "grpo.sandbox.allow_weak_isolation")
 
-        if not strongly_isolated():
-            raise loaded.error("this machine's kernel gives the sandbox no namespaces, so it would refuse to run "
-                               "every completion", "grpo.sandbox.allow_weak_isolation",
-                               fix="run where namespaces are available (root with CAP_SYS_ADMIN, or user "
-                                   "namespaces), or set it to true to run model code with rlimits only")
+
+def _check_pass_at_k(loaded: LoadedRecipe) -> None:
+    """The tasks file parses, and the sandbox can run the samples."""
+    from adapt.evaluate.measure import recipe_tasks
+
+    if recipe_tasks(loaded):
+        spec = loaded.recipe.evaluation.pass_at_k
+        _check_isolation(loaded, spec.allow_weak_isolation, "evaluation.pass_at_k.allow_weak_isolation")
+
+
+def _check_isolation(loaded: LoadedRecipe, allowed: bool, key: str) -> None:
+    from adapt.sandbox import strongly_isolated
+
+    if not allowed and not strongly_isolated():
+        raise loaded.error("this machine's kernel gives the sandbox no namespaces, so it would refuse to run "
+                           "every completion", key,
+                           fix="run where namespaces are available (root with CAP_SYS_ADMIN, or user "
+                               "namespaces), or set it to true to run model code with rlimits only")
 
 
 def cost_report(loaded: LoadedRecipe, sources: dict[str, ResolvedSource], world_size: int = 1) -> dict:

@@ -1,9 +1,10 @@
 """Which eval sets a run has, and their role: *domain* (its loss should fall) or *general* (its
 rise is forgetting, held to ``evaluation.epsilon``).
 
-The sets are ``data.eval`` when the recipe gives it. Otherwise, every document source is a set
-of its own held-out files, and where no source is a general one, the built-in base model's
-held-out standard-library files are (the corpus it was pretrained on, which is what it can forget).
+The sets are ``data.eval`` when the recipe gives it; otherwise every document source is a set of
+its own held-out files. Where no set is a general one and the base is the built-in model, its
+held-out standard-library files are added as ``general`` (the corpus it was pretrained on, which
+is what it can forget).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def eval_specs(recipe: Recipe) -> list[EvalSpec]:
         return EvalSpec(name, source, caps.max_tokens, caps.max_tokens_per_file, general)
 
     if recipe.data.eval:
-        return [spec(name, s.source, s) for name, s in recipe.data.eval.items() if kinds[s.source] in DOCUMENT_KINDS]
-    specs = [spec(name, name, EvalSet(source=name)) for name, kind in kinds.items() if kind in DOCUMENT_KINDS]
+        specs = [spec(name, s.source, s) for name, s in recipe.data.eval.items() if kinds[s.source] in DOCUMENT_KINDS]
+    else:
+        specs = [spec(name, name, EvalSet(source=name)) for name, kind in kinds.items() if kind in DOCUMENT_KINDS]
     if recipe.model.is_builtin and not any(s.general for s in specs):
         specs.append(spec(GENERAL if GENERAL not in kinds else BUILTIN_CORPUS, BUILTIN_CORPUS,
                           EvalSet(source=BUILTIN_CORPUS, max_tokens=16_000, max_tokens_per_file=1_000)))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapt.evaluate.report import REPORT_JSON, REPORT_MD, TRACE_PNG, build_report, forgetting_line, markdown
+from adapt.evaluate.report import (REPORT_JSON, REPORT_MD, TRACE_PNG, build_report, forgetting_line, loss_table,
+                                   markdown)
 from adapt.fileio import atomic_write, write_json
 from adapt.recipe.load import LoadedRecipe
 
@@ -39,7 +40,7 @@ class RunEvaluation:
         report = build_report(self.before, self.evaluator.measure(model), **_about(self.loaded),
                               model=str(run_dir / "final"), base_model=self.model_path)
         write_evaluation(run_dir / EVAL_DIR, report, tracker, step, read_metrics(run_dir / "metrics.jsonl"))
-        return f"{forgetting_line(report)}\nreport: {run_dir / EVAL_DIR / REPORT_MD}"
+        return f"{loss_table(report)}\n\n{forgetting_line(report)}\nreport: {run_dir / EVAL_DIR / REPORT_MD}\n"
 
 
 def write_evaluation(out_dir: Path, report: dict, tracker, step: int, trace_rows: list[dict]) -> None:
@@ -79,7 +80,10 @@ def evaluate_target(target: str, loaded: LoadedRecipe, output: str | None = None
         after = before  # the base model itself: nothing to measure twice
     else:
         after = evaluator.measure(_load_target(loaded, path, is_adapter, base_path, tokenizer, evaluator.sentinels))
-    report = build_report(before, after, **_about(loaded), model=target, base_model=base_path)
+    about = _about(loaded)
+    if run_dir:  # what the run trained on, whatever recipe the evaluation reads its sets from
+        about["mixture"] = load_state(run_dir).recipe["data"]["mixture"]
+    report = build_report(before, after, **about, model=target, base_model=base_path)
     out_dir = Path(output) if output else (run_dir / EVAL_DIR if run_dir else Path("runs") / EVAL_DIR / _slug(target))
     tracking = recipe.tracking
     tracker = open_tracker(enabled=tracking.enabled, uri=tracking.uri, experiment=tracking.experiment,

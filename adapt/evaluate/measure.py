@@ -96,11 +96,12 @@ class Evaluator:
 def build_evaluator(loaded: LoadedRecipe, tokenizer) -> Evaluator:
     from adapt.evaluate.sets import load_document_sets
 
-    return Evaluator(loaded, tokenizer, load_document_sets(loaded, tokenizer), _tasks(loaded),
+    return Evaluator(loaded, tokenizer, load_document_sets(loaded, tokenizer), recipe_tasks(loaded),
                      _infill_sentinels(loaded, tokenizer))
 
 
-def _tasks(loaded: LoadedRecipe):
+def recipe_tasks(loaded: LoadedRecipe):
+    """The tasks pass@k is measured on, or None."""
     from adapt.code_tasks import builtin_tasks_path, load_tasks
     from adapt.recipe.stages import BUILTIN_TASKS
 

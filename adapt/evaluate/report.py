@@ -62,6 +62,16 @@ def forgetting_line(report: dict) -> str:
     return f"forgetting: {verdict} (general loss rise {rises}; tolerance ε = {forgetting['epsilon']:g} {unit})"
 
 
+def loss_table(report: dict) -> str:
+    """Each set's loss before and after, as the end of a run prints it."""
+    lines = [f"{'eval set':<16}{'role':<9}{'loss before':>12}{'loss after':>12}{'change':>9}{'change %':>10}"
+             f"{'ppl before':>12}{'ppl after':>11}"]
+    lines += [f"{name:<16}{c['role']:<9}{c['loss_before']:>12.4f}{c['loss_after']:>12.4f}{c['delta']:>+9.4f}"
+              f"{c['relative']:>+10.1%}{c['ppl_before']:>12.2f}{c['ppl_after']:>11.2f}"
+              for name, c in report["changes"].items()]
+    return "\n".join(lines)
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Evaluation of {report.get('model', '?')}", "", f"Base: {report.get('base_model', '?')}", "",
              "| eval set | role | loss before | loss after | change | change % | ppl before | ppl after |",

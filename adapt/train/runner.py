@@ -134,13 +134,14 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
         tracker.log_artifact(path, "data")
     if tracking.log_model:
         tracker.log_artifact(final_dir, "model")
-    summary = summary_table(read_metrics(run_dir / "metrics.jsonl"), setup.summary_metrics)
+    summary = summary_table(read_metrics(run_dir / "metrics.jsonl"), setup.summary_metrics, evaluation is None)
     if evaluation is not None:
         try:
-            summary += "\n\n" + evaluation.finish(trainer.model, run_dir, tracker, trainer.state.global_step)
+            report = evaluation.finish(trainer.model, run_dir, tracker, trainer.state.global_step)
         except BaseException:
             _fail(state, run_dir, tracker)
             raise
+        summary = f"{report}\n{summary}".rstrip()
     with atomic_write(run_dir / "summary.txt") as f:
         f.write(summary + "\n")
     tracker.log_artifact(run_dir / "summary.txt")
