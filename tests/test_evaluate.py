@@ -248,3 +248,19 @@ def test_missing_inputs_are_clear_errors(make_recipe, tmp_path, tiny_model_dir, 
     assert main(["validate", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert "evaluation.pass_at_k.tasks" in err and "missing.jsonl" in err and "Traceback" not in err
+
+
+def test_categories_from_a_jsonl_label(make_recipe, tmp_path, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    notes = tmp_path / "notes.jsonl"
+    rows = [{"text": f"def note_{i}():\n    return {i}\n" * 3, "team": "radio" if i % 2 else "power"} for i in range(20)]
+    notes.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    sources = [{"name": "notes", "kind": "jsonl", "paths": [str(notes)], "heldout": {"fraction": 0.5, "max_files": 10}}]
+    loaded = load_recipe(make_recipe(data={"sources": sources, "eval": {"notes": {"source": "notes"}}},
+                                     evaluation={"group_by": {"notes": "label:team"}}))
+    (notes_set,) = load_document_sets(loaded, AutoTokenizer.from_pretrained(tiny_model_dir))
+    assert len(notes_set.docs) == 10
+    assert {doc.category for doc in notes_set.docs} == {"radio", "power"}
+    by_name = {int(doc.name.rsplit(":", 1)[1]): doc.category for doc in notes_set.docs}
+    assert all(category == rows[line - 1]["team"] for line, category in by_name.items())

@@ -32,7 +32,7 @@ def completion_accuracy(model, tokenizer, document_set, spec, seq_len: int, batc
         doc = document_set.docs[d]
         target = doc.tokens[i: i + n].tolist()
         matched = sum(a == b for a, b in zip(new, target))
-        reference = tokenizer.decode(doc.tokens[i: i + _LINE_TOKENS], skip_special_tokens=True).split("\n")[0]
+        reference = next_line(tokenizer, doc.tokens, i)
         line = tokenizer.decode(new, skip_special_tokens=True).split("\n")[0]
         row = np.array([matched, len(target), 1, line == reference, edit_similarity(line, reference)])
         overall += row
@@ -43,8 +43,9 @@ def completion_accuracy(model, tokenizer, document_set, spec, seq_len: int, batc
 
 
 def line_cuts(tokenizer, docs, min_prefix: int, max_samples: int, seed: int) -> list[tuple[int, int]]:
-    """Up to ``max_samples`` (document, token index) cuts right after a newline, spread over the
-    documents as evenly as they allow, chosen with a fixed seed."""
+    """Up to ``max_samples`` (document, token index) cuts right after a newline and before a line
+    that is not blank (a blank line is too easy to predict), spread over the documents as evenly
+    as they allow, chosen with a fixed seed."""
     ends_line = newline_token_ids(tokenizer)
     rng = random.Random(seed)
     per_doc = []
@@ -55,9 +56,16 @@ def line_cuts(tokenizer, docs, min_prefix: int, max_samples: int, seed: int) -> 
     cuts = []
     while len(cuts) < max_samples and any(per_doc):  # round robin: one cut per document per turn
         for positions in per_doc:
-            if positions and len(cuts) < max_samples:
-                cuts.append(positions.pop())
+            while positions and len(cuts) < max_samples:
+                d, i = positions.pop()
+                if next_line(tokenizer, docs[d].tokens, i).strip():
+                    cuts.append((d, i))
+                    break
     return sorted(cuts)
+
+
+def next_line(tokenizer, tokens, start: int) -> str:
+    return tokenizer.decode(tokens[start: start + _LINE_TOKENS], skip_special_tokens=True).split("\n")[0]
 
 
 def newline_token_ids(tokenizer) -> set[int]:

@@ -16,6 +16,10 @@ from adapt.fileio import write_json
 from adapt.paths import cache_dir
 from adapt.recipe.load import LoadedRecipe
 
+# Part of every cached result's fingerprint: raise it when a metric's definition changes, so that
+# base numbers measured the old way are never compared with new ones.
+METRICS_VERSION = 2
+
 
 @dataclass
 class Evaluator:
@@ -80,7 +84,7 @@ class Evaluator:
         settings = recipe.evaluation.model_dump(mode="json", include={"completion", "infill", "pass_at_k"})
         quantised = recipe.adapter.model_dump(mode="json") if recipe.adapter.method == "qlora" else None
         digest = hashlib.sha256(json.dumps({
-            "model": _model_identity(model_path), "dtype": recipe.model.dtype, "quantised": quantised,
+            "version": METRICS_VERSION, "model": _model_identity(model_path), "dtype": recipe.model.dtype, "quantised": quantised,
             "attn": recipe.model.attn_implementation, "seq_len": recipe.train.seq_len,
             "tokenizer": tokenizer_fingerprint(self.tokenizer), "infill": self.sentinels is not None,
             "settings": settings, "tasks": [t.task_id + t.prompt for t in self.tasks or []],

@@ -54,12 +54,13 @@ def report_metrics(report: dict) -> dict[str, float]:
 
 def forgetting_line(report: dict) -> str:
     forgetting = report["forgetting"]
-    unit = "nats" if forgetting["tolerance"] == "absolute" else "of the base loss"
     if forgetting["pass"] is None:
         return "forgetting: not measured (no general eval set; see evaluation.general)"
-    rises = ", ".join(f"{name} {v['rise']:+.4f}" for name, v in forgetting["sets"].items())
-    verdict = "PASS" if forgetting["pass"] else "FAIL"
-    return f"forgetting: {verdict} (general loss rise {rises}; tolerance ε = {forgetting['epsilon']:g} {unit})"
+    relative = forgetting["tolerance"] == "relative"
+    rises = ", ".join(f"{name} {v['rise']:+.2%}" if relative else f"{name} {v['rise']:+.4f} nats"
+                      for name, v in forgetting["sets"].items())
+    epsilon = f"{forgetting['epsilon']:.2%} of the base loss" if relative else f"{forgetting['epsilon']:g} nats"
+    return f"forgetting: {'PASS' if forgetting['pass'] else 'FAIL'}: loss rise {rises} (tolerance ε = {epsilon})"
 
 
 def loss_table(report: dict) -> str:
