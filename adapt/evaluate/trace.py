@@ -6,18 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapt.fileio import atomic_write
+from adapt.figures import pyplot, save_png
 
 
-def loss_traces(rows: list[dict]) -> dict[str, list[tuple[int, float, float | None]]]:
-    """Per eval set: (step, loss, tokens seen) at each evaluation, in step order."""
+def loss_traces(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """Per eval set: (step, loss) at each evaluation, in step order."""
     traces: dict[str, list] = {}
     for row in sorted(rows, key=lambda r: r["step"]):
         metrics = row["metrics"]
         for key, value in metrics.items():
             if key.startswith("eval/") and key.endswith("/loss") and key.count("/") == 2:
-                traces.setdefault(key[len("eval/"): -len("/loss")], []).append(
-                    (row["step"], value, metrics.get("train/tokens")))
+                traces.setdefault(key[len("eval/"): -len("/loss")], []).append((row["step"], value))
     return traces
 
 
@@ -28,16 +27,11 @@ def plot_trace(path: Path, rows: list[dict], roles: dict[str, str], epsilon: flo
     traces = loss_traces(rows)
     if not traces:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on training machines
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4))
     for ax, role in zip(axes, ("domain", "general")):
         names = [name for name in traces if roles.get(name, "domain") == role]
         for name in names:
-            steps, losses, _ = zip(*traces[name])
+            steps, losses = zip(*traces[name])
             ax.plot(steps, losses, "o-", ms=3, label=name)
             if role == "general" and epsilon is not None:
                 limit = losses[0] + epsilon if tolerance == "absolute" else losses[0] * (1 + epsilon)
@@ -48,8 +42,4 @@ def plot_trace(path: Path, rows: list[dict], roles: dict[str, str], epsilon: flo
         ax.set_ylabel("loss (nats/token)")
         if names:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

@@ -6,16 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from adapt.fileio import atomic_write
+from adapt.figures import pyplot, save_png
 from adapt.planner.cmr import Surface
 from adapt.planner.plan import PilotSet
 
 
 def plot_plan(path: Path, data: PilotSet, plan: dict) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on training machines
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     surface = Surface(data.pilots, data.t_ref)
     t_target = plan["target_tokens"] / data.t_ref
@@ -52,8 +49,4 @@ def plot_plan(path: Path, data: PilotSet, plan: dict) -> Path:
     ax.set_ylabel("loss change against the base model (nats)")
     ax.set_title(f"CMR {ratio:.3f} ({plan['method']}, fit {plan['quality']['verdict']})")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

@@ -81,12 +81,12 @@ def before_after(rows: list[dict]) -> dict[str, tuple[float, float]]:
     return first_last(rows, lambda key: key.startswith("eval/") and key.endswith("/loss"))
 
 
-def summary_table(rows: list[dict], train_metrics: tuple[str, ...] = (), losses: bool = True) -> str:
-    """Eval losses before and after (from the trace; ``losses=False`` leaves them to the
-    evaluation report), then the stage's own training metrics, first and last logged (e.g. DPO's
-    reward margin, or GRPO's mean reward per function)."""
+def summary_table(rows: list[dict], train_metrics: tuple[str, ...] = (), reported: tuple[str, ...] = ()) -> str:
+    """Eval losses before and after from the trace (but for the sets the evaluation report gives),
+    then the stage's own training metrics, first and last logged (e.g. DPO's reward margin, or
+    GRPO's mean reward per function)."""
     lines = []
-    pairs = before_after(rows) if losses else {}
+    pairs = {key: pair for key, pair in before_after(rows).items() if key[len("eval/"): -len("/loss")] not in reported}
     if pairs:
         lines.append(f"{'eval set':<16}{'loss before':>12}{'loss after':>12}{'change':>10}")
         for key, (before, after) in pairs.items():
@@ -96,4 +96,4 @@ def summary_table(rows: list[dict], train_metrics: tuple[str, ...] = (), losses:
     if logged:
         lines.append(f"{'train metric':<32}{'first':>10}{'last':>10}")
         lines += [f"{key:<32}{first:>10.4f}{last:>10.4f}" for key, (first, last) in logged.items()]
-    return "\n".join(lines) or ("(no eval sets: add data.eval to see losses before and after)" if losses else "")
+    return "\n".join(lines) or ("" if reported else "(no eval sets: add data.eval to see losses before and after)")

@@ -134,7 +134,8 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
         tracker.log_artifact(path, "data")
     if tracking.log_model:
         tracker.log_artifact(final_dir, "model")
-    summary = summary_table(read_metrics(run_dir / "metrics.jsonl"), setup.summary_metrics, evaluation is None)
+    reported = tuple(s.spec.name for s in evaluation.evaluator.sets) if evaluation else ()
+    summary = summary_table(read_metrics(run_dir / "metrics.jsonl"), setup.summary_metrics, reported)
     if evaluation is not None:
         try:
             report = evaluation.finish(trainer.model, run_dir, tracker, trainer.state.global_step)
