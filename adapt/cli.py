@@ -66,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print the reports' key numbers as JSON")
     compare.set_defaults(run=_compare)
 
+    export = commands.add_parser("export", help="write a run's adapter, or the merged model, with a model card",
+                                 description="Export a finished run: its adapter alone (PEFT format), or with "
+                                             "--merged the base model with the adapter merged in "
+                                             "(save_pretrained format, with tokenizer and chat template). "
+                                             "Both carry a model card (README.md) written from the run.")
+    export.add_argument("run_dir")
+    export.add_argument("--merged", action="store_true", help="merge the adapter into the base model")
+    export.add_argument("--output", help="target directory (default: RUN_DIR/export-adapter or export-merged)")
+    export.set_defaults(run=_export)
+
     generate = commands.add_parser("generate", help="sample from a base or adapted model",
                                    description="Sample text from `builtin`, a run directory, a model "
                                                "directory or a hub id.")
@@ -226,6 +236,13 @@ def _compare(args) -> int:
     else:
         names = [run.rstrip("/").split("/")[-1] for run in args.runs]
         print(compare_table(names, reports))
+    return 0
+
+
+def _export(args) -> int:
+    from adapt.export import export_run
+
+    print(f"adapt: exported to {export_run(args.run_dir, args.output, args.merged)}")
     return 0
 
 

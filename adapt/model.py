@@ -72,6 +72,20 @@ def load_model(path: str, model: ModelSection, adapter: AdapterSection):
     return loaded
 
 
+def load_run_base(path: str, model: ModelSection, adapter: AdapterSection, tokenizer):
+    """A run's base model as it trained on it: loaded as the recipe says (QLoRA in 4-bit), with
+    the embedding rows the run added to the tokenizer (FIM sentinels, at the mean as it set them)."""
+    loaded = load_model(path, model, adapter)
+    if loaded.get_input_embeddings().num_embeddings < len(tokenizer):
+        from adapt.data.fim import add_sentinels, find_sentinels
+
+        if find_sentinels(tokenizer):
+            add_sentinels(tokenizer, loaded)
+        else:
+            loaded.resize_token_embeddings(len(tokenizer))
+    return loaded
+
+
 def quantization_config(adapter: AdapterSection):
     import torch
     from transformers import BitsAndBytesConfig

@@ -64,32 +64,33 @@ def evaluate_target(target: str, loaded: LoadedRecipe, output: str | None = None
     ``builtin`` or a hub id). Returns the report and the directory it was written to."""
     from adapt.evaluate.measure import build_evaluator
     from adapt.generate import resolve_generation_model
-    from adapt.model import load_tokenizer, resolve_model_path
+    from adapt.model import load_run_base, load_tokenizer, resolve_model_path
     from adapt.tracking import open_tracker
     from adapt.train.metrics import read_metrics
     from adapt.train.run_state import load_state
 
     recipe = loaded.recipe
     path, is_adapter = resolve_generation_model(target)
-    run_dir = Path(target) if load_state(Path(target)) is not None else None
+    state = load_state(Path(target))
+    run_dir = Path(target) if state is not None else None
     tokenizer = load_tokenizer(path, recipe.model.trust_remote_code)
     evaluator = build_evaluator(loaded, tokenizer)
     base_path = resolve_model_path(recipe.model)
-    before = evaluator.base(base_path, lambda: _load_base(loaded, base_path, tokenizer, evaluator.sentinels))
+    recipe_model, adapter = recipe.model, recipe.adapter
+    before = evaluator.base(base_path, lambda: load_run_base(base_path, recipe_model, adapter, tokenizer))
     if path == base_path and not is_adapter:
         after = before  # the base model itself: nothing to measure twice
     else:
-        after = evaluator.measure(_load_target(loaded, path, is_adapter, base_path, tokenizer, evaluator.sentinels))
+        after = evaluator.measure(_load_target(loaded, path, is_adapter, base_path, tokenizer))
     about = _about(loaded)
-    if run_dir:  # what the run trained on, whatever recipe the evaluation reads its sets from
-        about["mixture"] = load_state(run_dir).recipe["data"]["mixture"]
+    if state:  # what the run trained on, whatever recipe the evaluation reads its sets from
+        about["mixture"] = state.recipe["data"]["mixture"]
     report = build_report(before, after, **about, model=target, base_model=base_path)
     out_dir = Path(output) if output else (run_dir / EVAL_DIR if run_dir else Path("runs") / EVAL_DIR / _slug(target))
     tracking = recipe.tracking
     tracker = open_tracker(enabled=tracking.enabled, uri=tracking.uri, experiment=tracking.experiment,
                            run_dir=run_dir or out_dir, run_name=f"eval-{_slug(target)}",
                            flush_timeout_s=tracking.flush_timeout_s)
-    state = load_state(run_dir) if run_dir else None
     rows = read_metrics(run_dir / "metrics.jsonl") if run_dir else []
     write_evaluation(out_dir, report, tracker, (state.final_step or 0) if state else 0, rows)
     tracker.finish("FINISHED")
@@ -102,25 +103,15 @@ def _about(loaded: LoadedRecipe) -> dict:
             "mixture": loaded.recipe.data.mixture}
 
 
-def _load_base(loaded: LoadedRecipe, base_path: str, tokenizer, sentinels):
-    """The base model as the recipe loads it (QLoRA in 4-bit), with the FIM rows the run added."""
-    from adapt.data.fim import add_sentinels
-    from adapt.model import load_model
-
-    model = load_model(base_path, loaded.recipe.model, loaded.recipe.adapter)
-    if sentinels is not None and model.get_input_embeddings().num_embeddings < len(tokenizer):
-        add_sentinels(tokenizer, model)  # as the run did before training: new rows at the mean
-    return model
-
-
-def _load_target(loaded: LoadedRecipe, path: str, is_adapter: bool, base_path: str, tokenizer, sentinels):
+def _load_target(loaded: LoadedRecipe, path: str, is_adapter: bool, base_path: str, tokenizer):
     """A run's adapter over its base, or a whole model."""
-    from adapt.model import load_model
+    from adapt.model import load_model, load_run_base
 
     if is_adapter:
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(_load_base(loaded, base_path, tokenizer, sentinels), path)
+        base = load_run_base(base_path, loaded.recipe.model, loaded.recipe.adapter, tokenizer)
+        return PeftModel.from_pretrained(base, path)
     return load_model(path, loaded.recipe.model, loaded.recipe.adapter.model_copy(update={"method": "full"}))
 
 
