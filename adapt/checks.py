@@ -25,6 +25,8 @@ def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
     if max_positions and recipe.train.seq_len > max_positions:
         raise loaded.error(f"seq_len {recipe.train.seq_len} is longer than the model allows ({max_positions})",
                            "train.seq_len", fix=f"use at most {max_positions}")
+    if recipe.model.rope_theta or recipe.model.rope_scaling:
+        _check_rope(loaded)
     from adapt.train.arguments import check_trainer_args
 
     try:
@@ -41,6 +43,26 @@ def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
     if recipe.evaluation.enabled or recipe.evaluation.pass_at_k.tasks:
         _check_pass_at_k(loaded)
     return resolve_sources(loaded)
+
+
+def _check_rope(loaded: LoadedRecipe) -> None:
+    """The RoPE settings against the model's config, where it is local (a hub model's at load)."""
+    from transformers import AutoConfig, LlamaConfig
+
+    from adapt.model import apply_rope
+
+    model = loaded.recipe.model
+    path = Path(model.base_model).expanduser()
+    if model.is_builtin:
+        config = LlamaConfig()  # the built-in model is a Llama
+    elif (path / "config.json").is_file():
+        config = AutoConfig.from_pretrained(path, trust_remote_code=model.trust_remote_code)
+    else:
+        return
+    try:
+        apply_rope(config, model)
+    except AdaptError as exc:
+        raise loaded.error(exc.what, exc.key, exc.fix) from None
 
 
 def _check_grpo(loaded: LoadedRecipe) -> None:

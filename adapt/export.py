@@ -41,7 +41,7 @@ def export_run(run_dir: Path, output: Path | None = None, merged: bool = False) 
     staging = output.with_name(output.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     if merged and is_adapter:
-        _save_merged(recipe, final, staging)
+        _save_merged(run_dir, recipe, staging)
     else:
         shutil.copytree(final, staging)
     with atomic_write(staging / "README.md") as f:
@@ -52,17 +52,11 @@ def export_run(run_dir: Path, output: Path | None = None, merged: bool = False) 
     return output
 
 
-def _save_merged(recipe, final: Path, target: Path) -> None:
-    from peft import PeftModel
+def _save_merged(run_dir: Path, recipe, target: Path) -> None:
+    from adapt.model import load_tokenizer, load_trained
 
-    from adapt.model import load_run_base, load_tokenizer, resolve_model_path
-
-    tokenizer = load_tokenizer(str(final), recipe.model.trust_remote_code)
-    base = load_run_base(resolve_model_path(recipe.model), recipe.model, recipe.adapter, tokenizer)
-    if recipe.adapter.method == "qlora":
-        base = base.dequantize()
-    merged = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
-    merged.save_pretrained(str(target))
+    tokenizer = load_tokenizer(str(run_dir / "final"), recipe.model.trust_remote_code)
+    load_trained(run_dir, tokenizer, dequantized=True).merge_and_unload().save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))  # with the chat template, in tokenizer_config.json
 
 

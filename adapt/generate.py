@@ -42,13 +42,17 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: fl
     from adapt.data.chat import IM_END
 
     path, is_adapter = resolve_generation_model(target)
-    if is_adapter:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (Path(target) / "run_state.json").is_file():
+        from adapt.model import load_trained
+
+        model = load_trained(Path(target), tokenizer)  # with the run's RoPE settings and base
+    elif is_adapter:
         from peft import AutoPeftModelForCausalLM
 
         model = AutoPeftModelForCausalLM.from_pretrained(path)
     else:
         model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
     model.eval()
     torch.manual_seed(seed)
     stop = {}

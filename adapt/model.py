@@ -28,6 +28,8 @@ def resolve_model_path(model: ModelSection) -> str:
 
 def local_max_positions(model: ModelSection) -> int | None:
     """The longest sequence the model allows, read without loading it (None for hub ids)."""
+    if model.max_position_embeddings:
+        return model.max_position_embeddings
     if model.is_builtin:
         return model.builtin.max_position_embeddings
     config = Path(model.base_model).expanduser() / "config.json"
@@ -54,6 +56,11 @@ def load_model(path: str, model: ModelSection, adapter: AdapterSection):
     from transformers import AutoModelForCausalLM
 
     kwargs = {"trust_remote_code": model.trust_remote_code}
+    if model.rope_theta or model.rope_scaling or model.max_position_embeddings:
+        from transformers import AutoConfig
+
+        kwargs["config"] = AutoConfig.from_pretrained(path, trust_remote_code=model.trust_remote_code)
+        apply_rope(kwargs["config"], model)
     if model.attn_implementation:
         kwargs["attn_implementation"] = model.attn_implementation
     kwargs["dtype"] = getattr(torch, _model_dtype(model, adapter))
@@ -72,6 +79,30 @@ def load_model(path: str, model: ModelSection, adapter: AdapterSection):
     return loaded
 
 
+def apply_rope(config, model: ModelSection) -> None:
+    """Set the recipe's RoPE base θ, scaling and position limit in a transformers config, and
+    refuse what the architecture does not have. Other RoPE keys (e.g. a partial rotary factor)
+    stay; a new scaling replaces the model's own."""
+    if model.max_position_embeddings:
+        config.max_position_embeddings = model.max_position_embeddings
+    if model.rope_theta is None and model.rope_scaling is None:
+        return
+    key = "model.rope_scaling" if model.rope_scaling else "model.rope_theta"
+    params = getattr(config, "rope_parameters", None)
+    if not isinstance(params, dict) or "rope_theta" not in params:
+        raise AdaptError(f"{config.model_type} has no single rotary position embedding to change", key=key,
+                         fix="remove the RoPE settings; they apply to RoPE models such as Llama, Qwen or Mistral")
+    if model.rope_scaling:
+        params = {k: v for k, v in params.items() if k in ("rope_theta", "partial_rotary_factor")}
+        params.update(model.rope_scaling.parameters())
+    config.rope_parameters = {**params, "rope_theta": model.rope_theta or params["rope_theta"]}
+    try:
+        config.validate_rope()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise AdaptError(f"{config.model_type} refuses these RoPE settings: {exc}", key=key,
+                         fix="give the keys transformers needs for this rope type (see the README)") from None
+
+
 def load_run_base(path: str, model: ModelSection, adapter: AdapterSection, tokenizer):
     """A run's base model as it trained on it: loaded as the recipe says (QLoRA in 4-bit), with
     the embedding rows the run added to the tokenizer (FIM sentinels, at the mean as it set them)."""
@@ -84,6 +115,25 @@ def load_run_base(path: str, model: ModelSection, adapter: AdapterSection, token
         else:
             loaded.resize_token_embeddings(len(tokenizer))
     return loaded
+
+
+def load_trained(run_dir: Path, tokenizer, dequantized: bool = False):
+    """A run's final model as it trained: the adapter over its base, loaded with the run's own
+    recipe (its RoPE settings, its 4-bit base; ``dequantized`` turns that base into plain float
+    weights, e.g. to merge into), or the whole saved model."""
+    from adapt.recipe.schema import Recipe
+    from adapt.train.run_state import load_state
+
+    recipe = Recipe.model_validate(load_state(run_dir).recipe)
+    final = run_dir / "final"
+    if not (final / "adapter_config.json").is_file():
+        return load_model(str(final), recipe.model, recipe.adapter.model_copy(update={"method": "full"}))
+    from peft import PeftModel
+
+    base = load_run_base(resolve_model_path(recipe.model), recipe.model, recipe.adapter, tokenizer)
+    if dequantized and recipe.adapter.method == "qlora":
+        base = base.dequantize()
+    return PeftModel.from_pretrained(base, str(final))
 
 
 def quantization_config(adapter: AdapterSection):

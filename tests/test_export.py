@@ -13,15 +13,9 @@ from adapt.cli import main
 
 
 def _trained_logits(run_dir, ids):
-    from adapt.model import load_run_base, load_tokenizer, resolve_model_path
-    from adapt.recipe.schema import Recipe
-    from adapt.train.run_state import load_state
-    from peft import PeftModel
+    from adapt.model import load_tokenizer, load_trained
 
-    recipe = Recipe.model_validate(load_state(run_dir).recipe)
-    tokenizer = load_tokenizer(str(run_dir / "final"))
-    base = load_run_base(resolve_model_path(recipe.model), recipe.model, recipe.adapter, tokenizer)
-    model = PeftModel.from_pretrained(base, str(run_dir / "final")).eval()
+    model = load_trained(run_dir, load_tokenizer(str(run_dir / "final"))).eval()
     with torch.no_grad():
         return model(input_ids=ids).logits
 

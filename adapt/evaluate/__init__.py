@@ -64,7 +64,7 @@ def evaluate_target(target: str, loaded: LoadedRecipe, output: str | None = None
     ``builtin`` or a hub id). Returns the report and the directory it was written to."""
     from adapt.evaluate.measure import build_evaluator
     from adapt.generate import resolve_generation_model
-    from adapt.model import load_run_base, load_tokenizer, resolve_model_path
+    from adapt.model import load_run_base, load_tokenizer, load_trained, resolve_model_path
     from adapt.tracking import open_tracker
     from adapt.train.metrics import read_metrics
     from adapt.train.run_state import load_state
@@ -81,7 +81,8 @@ def evaluate_target(target: str, loaded: LoadedRecipe, output: str | None = None
     if path == base_path and not is_adapter:
         after = before  # the base model itself: nothing to measure twice
     else:
-        after = evaluator.measure(_load_target(loaded, path, is_adapter, base_path, tokenizer))
+        after = evaluator.measure(load_trained(run_dir, tokenizer) if run_dir else
+                                  _load_target(loaded, path, is_adapter, base_path, tokenizer))
     about = _about(loaded)
     if state:  # what the run trained on, whatever recipe the evaluation reads its sets from
         about["mixture"] = state.recipe["data"]["mixture"]
@@ -104,7 +105,7 @@ def _about(loaded: LoadedRecipe) -> dict:
 
 
 def _load_target(loaded: LoadedRecipe, path: str, is_adapter: bool, base_path: str, tokenizer):
-    """A run's adapter over its base, or a whole model."""
+    """An adapter directory over the recipe's base, or a whole model."""
     from adapt.model import load_model, load_run_base
 
     if is_adapter:

@@ -13,57 +13,9 @@ from pydantic import Field, field_validator, model_validator
 
 from adapt.recipe.base import HeldOut, Section
 from adapt.recipe.evaluation import EvaluationSection
+from adapt.recipe.model import BUILTIN_PREFIX, BuiltinModel, ModelSection, RopeScaling  # noqa: F401 (re-exported)
 from adapt.recipe.stages import (CodeTasksSource, DpoSection, GrpoSection, InstructionsSource,
                                  PreferencesSource, SftSection)
-
-BUILTIN_PREFIX = "builtin"
-
-
-# --------------------------------------------------------------------------- model
-
-
-class BuiltinModel(Section):
-    """Options of the built-in base model that adapt builds and pretrains locally.
-
-    The defaults give a ~5M-parameter Llama-style model pretrained for a few minutes on the
-    Python standard library. Sizes are multiples of 64: they run faster on CPU and
-    bitsandbytes' CPU kernels need them.
-    """
-
-    hidden_size: int = Field(256, gt=0, multiple_of=64)
-    num_layers: int = Field(4, gt=0)
-    num_heads: int = Field(4, gt=0)
-    intermediate_size: int = Field(704, gt=0, multiple_of=64)
-    vocab_size: int = Field(8192, ge=512)
-    max_position_embeddings: int = Field(2048, gt=0)
-    corpus: list[str] = Field(
-        default_factory=lambda: ["stdlib"],
-        description="Pretraining corpus: 'stdlib' (this Python's standard library) and/or directories.",
-    )
-    pretrain_tokens: int = Field(
-        2_000_000, ge=0, description="Tokens of pretraining; 0 keeps random weights (for throughput benchmarks)."
-    )
-    pretrain_seq_len: int = Field(256, gt=0)
-    pretrain_batch_size: int = Field(8, gt=0)
-    pretrain_lr: float = Field(3e-3, gt=0)
-    seed: int = 0
-
-
-class ModelSection(Section):
-    """The base model: a hub id, a local ``save_pretrained`` directory, or ``builtin``."""
-
-    base_model: str = Field(BUILTIN_PREFIX, min_length=1)
-    builtin: BuiltinModel = Field(default_factory=BuiltinModel)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] | None = None
-    trust_remote_code: bool = False
-    chat_template: str = Field(
-        "model", min_length=1,
-        description="model: the tokenizer's own (ChatML for the built-in model); chatml: adapt's; or a .jinja file.")
-
-    @property
-    def is_builtin(self) -> bool:
-        return self.base_model == BUILTIN_PREFIX
 
 
 # --------------------------------------------------------------------------- adapter
