@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from adapt.errors import AdaptError
@@ -14,7 +15,12 @@ OVERRIDES_HELP = "overrides as key.path=value, e.g. train.max_steps=100 adapter.
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may also follow an option (`adapt train r.yaml --nproc 2 train.max_steps=4`).
+    if extra and isinstance(getattr(args, "overrides", None), list) and all("=" in e for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
@@ -45,9 +51,12 @@ def _parser() -> argparse.ArgumentParser:
                            "scaling laws to their eval traces, and write mixtures/<name>.plan.yaml and a plot. "
                            "Pilots already done (in the plan directory or in MLflow) are reused.")
     plan.add_argument("--fit-only", action="store_true", help="refit from the pilots already run; train none")
-    _recipe_command(commands, "train", _train, "run a recipe (resumes if its run directory exists)",
-                    "Run a recipe. Running it again on the same output directory resumes from the last "
-                    "complete checkpoint in the same MLflow run.")
+    train = _recipe_command(commands, "train", _train, "run a recipe (resumes if its run directory exists)",
+                            "Run a recipe. Running it again on the same output directory resumes from the "
+                            "last complete checkpoint in the same MLflow run.")
+    train.add_argument("--nproc", type=int, default=1,
+                       help="processes (GPUs, or CPU ranks on gloo) to launch through accelerate")
+    train.add_argument("--accelerate-config", help="an accelerate config file, e.g. recipes/accelerate/fsdp.yaml")
 
     evaluate = commands.add_parser(
         "eval", help="measure a run or model against its base: forgetting, domain gain, completion, pass@k",
@@ -163,6 +172,10 @@ def _data(args) -> int:
 
 
 def _train(args) -> int:
+    if (args.nproc > 1 or args.accelerate_config) and "WORLD_SIZE" not in os.environ:
+        from adapt.launch import launch
+
+        return launch(["train", args.recipe, *args.overrides], args.nproc, args.accelerate_config)
     from adapt.recipe import load_recipe
     from adapt.train.runner import EXIT_PREEMPTED
     from adapt.train.stages import train

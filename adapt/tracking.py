@@ -133,6 +133,19 @@ class NullTracker:
         self._metrics.close()
 
 
+class SilentTracker(NullTracker):
+    """For the processes of a multi-process run other than rank 0, which logs for the run."""
+
+    def __init__(self):
+        self.run_dir = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def finish(self, status: str = "FINISHED") -> None:
+        pass
+
+
 class MlflowTracker(NullTracker):
     """Appends every MLflow-bound event to the outbox and wakes the sender thread; the calls
     cost a file append, however slow or absent the server is.

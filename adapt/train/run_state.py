@@ -8,6 +8,7 @@ or to say that the run is already finished. (The MLflow run id is the tracker's 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, run_dir: Path) -> None:
-        write_json(run_dir / STATE_FILE, asdict(self))
+        if int(os.environ.get("RANK", "0")) == 0:  # one writer: rank 0 of a multi-process run
+            write_json(run_dir / STATE_FILE, asdict(self))
 
 
 def load_state(run_dir: Path) -> RunState | None:

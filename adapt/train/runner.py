@@ -61,6 +61,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def is_main_process() -> bool:
+    """Whether this is rank 0, the process that writes the run directory and logs the run."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup],
               tags: dict[str, str] | None = None) -> RunOutcome:
     """Run (or resume) the recipe with ``setup_stage`` building its model, data and Trainer.
@@ -69,28 +74,32 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
     check_recipe(loaded)  # nothing is written before the recipe passes
     run_dir = run_dir_of(loaded)
     resolved = recipe.record()
-    state = _begin(run_dir, resolved)
+    main = is_main_process()
+    # Other ranks follow what rank 0 decided; they write nothing but their checkpoint shards.
+    state = _begin(run_dir, resolved) if main else (load_state(run_dir) or RunState(recipe=resolved))
     if state.status == "finished":
         return RunOutcome(run_dir, "already_finished")
 
     # ---- setup: the stage's model and data, then the tracker
     from adapt.adapters import trainable_parameters
     from adapt.data.report import write_data_outputs
-    from adapt.tracking import open_tracker
+    from adapt.tracking import SilentTracker, open_tracker
     from adapt.train.arguments import training_kwargs
     from adapt.train.checkpoints import (CompleteCheckpointCallback, PreemptionCallback,
                                          discard_incomplete, last_complete_checkpoint)
     from adapt.train.metrics import TrackerCallback, read_metrics, summary_table
 
     setup = setup_stage(loaded)
-    data_files = write_data_outputs(run_dir, setup.report, setup.manifest)
+    setup.report["world_size"] = world_size()
+    data_files = write_data_outputs(run_dir, setup.report, setup.manifest) if main else []
     tracking = recipe.tracking
     # The tracker keeps its MLflow run id in the run directory, so a resumed run logs to the same run.
     tracker = open_tracker(enabled=tracking.enabled, uri=tracking.uri, experiment=tracking.experiment,
                            run_dir=run_dir, run_name=tracking.run_name or recipe.name,
-                           flush_timeout_s=tracking.flush_timeout_s)
+                           flush_timeout_s=tracking.flush_timeout_s) if main else SilentTracker()
     checkpoint_dir = run_dir / "checkpoints"
-    discard_incomplete(checkpoint_dir)
+    if main:
+        discard_incomplete(checkpoint_dir)
     resume_from = last_complete_checkpoint(checkpoint_dir)
     preemption = PreemptionCallback()
     resuming = bool(state.history)
@@ -129,7 +138,9 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
 
     # ---- save, then measure the saved model against its base
     final_dir = run_dir / "final"
-    _save_final(trainer, setup.tokenizer, final_dir)
+    _save_final(trainer, setup.tokenizer, final_dir, main)
+    if not main:
+        return RunOutcome(run_dir, "finished")
     for path in data_files:
         tracker.log_artifact(path, "data")
     if tracking.log_model:
@@ -213,13 +224,19 @@ def _clear(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
-def _save_final(trainer, tokenizer, final_dir: Path) -> None:
-    """Save the adapter (or the whole model) and tokenizer beside ``final_dir``, then swap it in."""
+def _save_final(trainer, tokenizer, final_dir: Path, main: bool) -> None:
+    """Save the adapter (or the whole model) and tokenizer beside ``final_dir``, then swap it in.
+    Every rank takes part in ``save_model`` (FSDP and ZeRO-3 gather or write shards there)."""
     import shutil
 
     staging = final_dir.with_name(final_dir.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return
     tokenizer.save_pretrained(str(staging))
     if final_dir.exists():
         shutil.rmtree(final_dir)

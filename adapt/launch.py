@@ -1,0 +1,38 @@
+"""``adapt train --nproc N``: start N processes through ``accelerate launch``, each running the
+same ``adapt`` command; the Trainer shards the data and accelerate wraps the model (DDP by
+default, FSDP or DeepSpeed through an accelerate config file).
+
+On a machine without CUDA the processes are CPU ranks on gloo. ``accelerate launch --cpu
+--num_processes 2`` silently starts one process there; ``ACCELERATE_USE_CPU=1`` with
+``--multi_gpu`` starts two (see STACK-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from adapt.device import cuda_available
+
+
+def accelerate_command(nproc: int, config_file: str | None = None) -> list[str]:
+    """``accelerate launch`` with its options, to be followed by a script or ``-m module``."""
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    if config_file:
+        command += ["--config_file", config_file]
+        return command + (["--num_processes", str(nproc)] if nproc > 1 else [])
+    return command + ["--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1",
+                      "--mixed_precision", "no", "--dynamo_backend", "no"]  # the recipe sets the precision
+
+
+def launch_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if not cuda_available():
+        env["ACCELERATE_USE_CPU"] = "1"
+    return env
+
+
+def launch(adapt_args: list[str], nproc: int, config_file: str | None = None) -> int:
+    command = accelerate_command(nproc, config_file) + ["-m", "adapt", *adapt_args]
+    return subprocess.run(command, env=launch_env()).returncode

@@ -1,0 +1,47 @@
+"""Two processes on gloo, as `adapt train --nproc 2` starts them on a CPU machine: each rank
+sees its own batches, rank 0 alone writes the run directory and logs one MLflow run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from adapt.launch import accelerate_command, launch_env
+
+HELPER = Path(__file__).parent / "helpers" / "rank_batches.py"
+
+
+def test_two_ranks_see_different_batches(make_recipe, tmp_path):
+    recipe = make_recipe("ranks", train={"seq_len": 64, "batch_size": 4, "max_steps": 6, "output_dir": str(tmp_path / "r")})
+    done = subprocess.run(accelerate_command(2) + [str(HELPER), str(recipe), str(tmp_path)], env=launch_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 6, "each rank takes every step's share"
+    assert not set(ranks[0]["batches"]) & set(ranks[1]["batches"]), "no batch is seen by both ranks"
+
+
+def test_adapt_train_nproc_2_runs_one_tracked_run(make_recipe, tmp_path):
+    recipe = make_recipe("nproc", tracking={"enabled": True}, evaluation={"completion": {"max_samples": 4}})
+    done = subprocess.run([sys.executable, "-m", "adapt", "train", str(recipe), "--nproc", "2", "train.max_steps=4"],
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "nproc"
+    assert json.loads((run / "data_report.json").read_text())["world_size"] == 2
+    assert json.loads((run / "run_state.json").read_text())["status"] == "finished"
+    steps = [row["step"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if "train/loss" in row["metrics"]]
+    assert steps == sorted(set(steps)) and steps[-1] == 4, "one writer: every step logged once"
+    assert (run / "final" / "adapter_config.json").is_file() and (run / "eval" / "report.json").is_file()
+
+    import mlflow
+
+    from adapt.tracking import default_tracking_uri
+
+    client = mlflow.tracking.MlflowClient(default_tracking_uri())
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
