@@ -45,3 +45,11 @@ def test_adapt_train_nproc_2_runs_one_tracked_run(make_recipe, tmp_path):
     client = mlflow.tracking.MlflowClient(default_tracking_uri())
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_shipped_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    root = Path(__file__).resolve().parents[1] / "recipes" / "accelerate"
+    kinds = {path.name: str(load_config_from_file(str(path)).distributed_type) for path in root.glob("*.yaml")}
+    assert kinds == {"fsdp.yaml": "DistributedType.FSDP", "deepspeed_zero3.yaml": "DistributedType.DEEPSPEED"}
