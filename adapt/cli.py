@@ -115,6 +115,15 @@ def _validate(args) -> int:
     from adapt.checks import check_recipe, cost_report
     from adapt.recipe import load_recipe
 
+    from adapt.recipe.pipeline import load_pipeline
+
+    pipeline = load_pipeline(args.recipe, args.overrides)
+    if pipeline is not None:  # every stage, checked against the pipeline's base
+        for index, stage in enumerate(pipeline.stages):
+            loaded = pipeline.loaded(index)
+            print(f"# stage {index} {stage.name} ({loaded.recipe.kind}, carry: {stage.carry}): valid")
+            print(_cost_table(cost_report(loaded, check_recipe(loaded))) + "\n")
+        return 0
     loaded = load_recipe(args.recipe, args.overrides)
     sources = check_recipe(loaded)
     cost = cost_report(loaded, sources)
@@ -177,9 +186,13 @@ def _train(args) -> int:
 
         return launch(["train", args.recipe, *args.overrides], args.nproc, args.accelerate_config)
     from adapt.recipe import load_recipe
+    from adapt.recipe.pipeline import load_pipeline
     from adapt.train.runner import EXIT_PREEMPTED
     from adapt.train.stages import train
 
+    pipeline = load_pipeline(args.recipe, args.overrides)
+    if pipeline is not None:
+        return _train_pipeline(pipeline)
     loaded = load_recipe(args.recipe, args.overrides)
     outcome = train(loaded)
     if outcome.status == "already_finished":
@@ -191,11 +204,32 @@ def _train(args) -> int:
               f"run the same command again to resume", file=sys.stderr)
         return EXIT_PREEMPTED
     print(f"\nadapt: run finished in {outcome.run_dir}\n\n{outcome.summary}\n")
-    if outcome.tracking_run_id:
-        print(f"MLflow run {outcome.tracking_run_id} in {outcome.tracking_uri}")
-        if outcome.tracking_uri and outcome.tracking_uri.startswith("sqlite"):
-            print(f"  see it with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    _print_tracking(outcome.tracking_run_id, outcome.tracking_uri)
     return 0
+
+
+def _train_pipeline(pipeline) -> int:
+    from adapt.train.pipeline import run_pipeline
+    from adapt.train.runner import EXIT_PREEMPTED
+
+    outcome = run_pipeline(pipeline)
+    for name, stage in outcome.stages:
+        said = "already finished, skipped" if stage.status == "already_finished" else stage.status
+        print(f"\n## stage {name}: {said} ({stage.run_dir})\n{stage.summary}".rstrip())
+    if outcome.preempted:
+        print(f"adapt: stopped by SIGTERM in stage {outcome.stages[-1][0]}; run the same command again to "
+              f"resume the pipeline", file=sys.stderr)
+        return EXIT_PREEMPTED
+    print(f"\nadapt: pipeline finished in {outcome.run_dir}")
+    _print_tracking(outcome.tracking_run_id, outcome.tracking_uri)
+    return 0
+
+
+def _print_tracking(run_id: str | None, uri: str | None) -> None:
+    if run_id:
+        print(f"MLflow run {run_id} in {uri}")
+        if uri and uri.startswith("sqlite"):
+            print(f"  see it with: mlflow ui --backend-store-uri {uri}")
 
 
 def _plan(args) -> int:

@@ -26,6 +26,11 @@ def resolve_model_path(model: ModelSection) -> str:
     return str(path) if path.exists() else model.base_model
 
 
+def tokenizer_path(model: ModelSection) -> str:
+    """Where the base's tokenizer is: with stacked adapters, the last one's (it may have grown)."""
+    return model.adapters[-1] if model.adapters else resolve_model_path(model)
+
+
 def local_max_positions(model: ModelSection) -> int | None:
     """The longest sequence the model allows, read without loading it (None for hub ids)."""
     if model.max_position_embeddings:
@@ -76,7 +81,25 @@ def load_model(path: str, model: ModelSection, adapter: AdapterSection):
         from adapt.adapters import disable_bnb_cpu_fast_path
 
         disable_bnb_cpu_fast_path(loaded)
+    if model.adapters:
+        from peft import PeftModel
+
+        grow_embeddings(loaded, load_tokenizer(model.adapters[-1], model.trust_remote_code))
+        for path in model.adapters:  # W + ΔW1 + ΔW2 ...: each earlier stage's adapter, merged in
+            loaded = PeftModel.from_pretrained(loaded, path).merge_and_unload()
     return loaded
+
+
+def grow_embeddings(model, tokenizer) -> None:
+    """Give the model rows for the tokens a run added to its tokenizer: FIM sentinels at the
+    mean of the existing rows, as the run set them before training."""
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        from adapt.data.fim import add_sentinels, find_sentinels
+
+        if find_sentinels(tokenizer):
+            add_sentinels(tokenizer, model)
+        else:
+            model.resize_token_embeddings(len(tokenizer))
 
 
 def apply_rope(config, model: ModelSection) -> None:
@@ -107,13 +130,7 @@ def load_run_base(path: str, model: ModelSection, adapter: AdapterSection, token
     """A run's base model as it trained on it: loaded as the recipe says (QLoRA in 4-bit), with
     the embedding rows the run added to the tokenizer (FIM sentinels, at the mean as it set them)."""
     loaded = load_model(path, model, adapter)
-    if loaded.get_input_embeddings().num_embeddings < len(tokenizer):
-        from adapt.data.fim import add_sentinels, find_sentinels
-
-        if find_sentinels(tokenizer):
-            add_sentinels(tokenizer, loaded)
-        else:
-            loaded.resize_token_embeddings(len(tokenizer))
+    grow_embeddings(loaded, tokenizer)
     return loaded
 
 

@@ -45,7 +45,7 @@ def set_chat_template(loaded: LoadedRecipe, tokenizer, assistant_masks: bool = F
     """
     choice, key = loaded.recipe.model.chat_template, "model.chat_template"
     if choice == "model" and not tokenizer.chat_template:
-        if not loaded.recipe.model.is_builtin:
+        if not loaded.recipe.model.builtin_family:
             raise loaded.error("the model has no chat template", key,
                                fix="set model.chat_template: chatml, or a .jinja file, or use prompt/completion "
                                    "text rows")

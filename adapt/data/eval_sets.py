@@ -45,7 +45,7 @@ def eval_specs(recipe: Recipe) -> list[EvalSpec]:
         specs = [spec(name, s.source, s) for name, s in recipe.data.eval.items() if kinds[s.source] in DOCUMENT_KINDS]
     else:
         specs = [spec(name, name, EvalSet(source=name)) for name, kind in kinds.items() if kind in DOCUMENT_KINDS]
-    if recipe.model.is_builtin and not any(s.general for s in specs):
+    if recipe.model.builtin_family and not any(s.general for s in specs):
         specs.append(spec(GENERAL if GENERAL not in kinds else BUILTIN_CORPUS, BUILTIN_CORPUS,
                           EvalSet(source=BUILTIN_CORPUS, max_tokens=16_000, max_tokens_per_file=1_000)))
     return specs

@@ -284,7 +284,7 @@ def _jsonl_records(path: Path, text_field: str) -> Iterator[tuple[int, str]]:
 
 
 def _resolve_builtin(loaded: LoadedRecipe, source: BuiltinCorpusSource, key: str) -> ResolvedSource:
-    if not loaded.recipe.model.is_builtin:
+    if not loaded.recipe.model.builtin_family:
         raise loaded.error("builtin_corpus needs the built-in base model", f"{key}.kind",
                            fix="set model.base_model: builtin, or use a files source for replay")
     return builtin_corpus(loaded, source.name)

@@ -86,6 +86,8 @@ class Evaluator:
         digest = hashlib.sha256(json.dumps({
             "version": METRICS_VERSION, "model": _model_identity(model_path), "dtype": recipe.model.dtype, "quantised": quantised,
             "attn": recipe.model.attn_implementation, "seq_len": recipe.train.seq_len,
+            "adapters": [_model_identity(path) for path in recipe.model.adapters],
+            "rope": recipe.model.model_dump(mode="json", include={"rope_theta", "rope_scaling", "max_position_embeddings"}),
             "tokenizer": tokenizer_fingerprint(self.tokenizer), "infill": self.sentinels is not None,
             "settings": settings, "tasks": [t.task_id + t.prompt for t in self.tasks or []],
         }, sort_keys=True).encode())

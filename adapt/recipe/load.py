@@ -252,6 +252,16 @@ def _source_model(item: Any) -> type[BaseModel] | None:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
     """Read, override and validate a recipe, then check what spans sections."""
     path = Path(path)
+    data, lines = read_recipe_data(path, overrides)
+    if "stages" in data:
+        raise AdaptError("this recipe is a pipeline (it has stages:)", file=str(path), key="stages",
+                         fix="run it with `adapt train` or check it with `adapt validate`; for one stage, "
+                             "write that stage as a recipe of its own")
+    return check_recipe_data(data, path, lines)
+
+
+def read_recipe_data(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, dict[str, int]]:
+    """The recipe file as a dict, with the overrides applied, and the line of each key."""
     data, lines = read_yaml(path)
     if data is None:
         data = {}
@@ -262,9 +272,18 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         apply_override(data, override, path)
         key = override.split("=", 1)[0].strip()
         if key in _BUDGETS and isinstance(data.get("train"), dict):
-            # The budgets exclude each other: overriding one replaces the file's budget.
-            for other in _BUDGETS - {key}:
-                data["train"].pop(other.split(".")[1], None)
+            drop_other_budgets(data["train"], key.split(".")[1])
+    return data, lines
+
+
+def drop_other_budgets(train: dict, kept: str) -> None:
+    """The budgets exclude each other: setting one replaces the others."""
+    for other in _BUDGETS:
+        if other.split(".")[1] != kept:
+            train.pop(other.split(".")[1], None)
+
+
+def check_recipe_data(data: dict, path: Path, lines: dict[str, int]) -> LoadedRecipe:
     recipe = validate_data(data, Recipe, path, lines)
     loaded = LoadedRecipe(recipe, path, lines)
     _check_cross_references(loaded)
@@ -272,6 +291,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if recipe.name is None:
         recipe.name = path.stem
     return loaded
+
 
 
 def _resolve_builtin_corpus(loaded: LoadedRecipe) -> None:

@@ -3,7 +3,7 @@ long-context extension (transformers 5 keeps them in ``config.rope_parameters``)
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -72,7 +72,23 @@ class ModelSection(Section):
     rope_scaling: RopeScaling | None = None
     max_position_embeddings: int | None = Field(
         None, gt=0, description="Raise the model's position limit, for a longer train.seq_len.")
+    adapters: list[str] = Field(
+        default_factory=list, description="Adapter directories merged into the base as it loads, in order "
+                                          "(how a pipeline stacks its stages); the last one's tokenizer is used.")
+    origin: Literal["builtin"] | None = Field(
+        None, description="Set by pipelines: the base descends from the built-in model, whose corpus stays "
+                          "the replay source and general eval set.")
+
+    # Options added after runs were first recorded: left out of a run's record while unset, so
+    # that older runs still resume and older pilots keep their keys.
+    LATER_OPTIONS: ClassVar[dict] = {"rope_theta": None, "rope_scaling": None, "max_position_embeddings": None,
+                     "adapters": [], "origin": None}
 
     @property
     def is_builtin(self) -> bool:
         return self.base_model == BUILTIN_PREFIX
+
+    @property
+    def builtin_family(self) -> bool:
+        """The built-in model, or a model adapted from it by an earlier pipeline stage."""
+        return self.is_builtin or self.origin == BUILTIN_PREFIX

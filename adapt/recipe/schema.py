@@ -351,4 +351,7 @@ class Recipe(Section):
         data = self.model_dump(mode="json", exclude={kind for kind in ("sft", "dpo", "grpo") if kind != self.kind})
         if self.kind == "cpt":
             data["model"].pop("chat_template")
+        for key, unset in ModelSection.LATER_OPTIONS.items():
+            if data["model"][key] == unset:
+                data["model"].pop(key)
         return data

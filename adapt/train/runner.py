@@ -245,10 +245,10 @@ def _save_final(trainer, tokenizer, final_dir: Path, main: bool) -> None:
 
 def base_tokenizer(loaded: LoadedRecipe):
     """The base model's path (the built-in model is built on first use) and its tokenizer."""
-    from adapt.model import load_tokenizer, resolve_model_path
+    from adapt.model import load_tokenizer, resolve_model_path, tokenizer_path
 
-    model_path = resolve_model_path(loaded.recipe.model)
-    return model_path, load_tokenizer(model_path, loaded.recipe.model.trust_remote_code)
+    model = loaded.recipe.model
+    return resolve_model_path(model), load_tokenizer(tokenizer_path(model), model.trust_remote_code)
 
 
 def load_base(loaded: LoadedRecipe):
