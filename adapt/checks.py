@@ -27,6 +27,8 @@ def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
                            "train.seq_len", fix=f"use at most {max_positions}")
     if recipe.model.rope_theta or recipe.model.rope_scaling:
         _check_rope(loaded)
+    if recipe.train.keep_best:
+        _check_keep_best(loaded)
     from adapt.train.arguments import check_trainer_args
 
     try:
@@ -43,6 +45,22 @@ def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
     if recipe.evaluation.enabled or recipe.evaluation.pass_at_k.tasks:
         _check_pass_at_k(loaded)
     return resolve_sources(loaded)
+
+
+def _check_keep_best(loaded: LoadedRecipe) -> None:
+    """Every checkpoint has an evaluation at its step, of a domain and a general set."""
+    from adapt.data.eval_sets import eval_specs
+
+    train = loaded.recipe.train
+    if train.save_steps % train.eval_steps:
+        raise loaded.error(f"save_steps {train.save_steps} is not a multiple of eval_steps {train.eval_steps}",
+                           "train.keep_best", fix="make train.save_steps a multiple of train.eval_steps")
+    specs = eval_specs(loaded.recipe)
+    general = {spec.name for spec in specs if spec.general}
+    domain = ({spec.name for spec in specs} | set(loaded.recipe.data.eval)) - general  # SFT's rows sets too
+    if not general or not domain:
+        raise loaded.error("keep_best needs a domain and a general eval set", "train.keep_best",
+                           fix="add both to data.eval (see evaluation.general)")
 
 
 def _check_rope(loaded: LoadedRecipe) -> None:

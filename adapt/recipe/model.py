@@ -79,8 +79,7 @@ class ModelSection(Section):
         None, description="Set by pipelines: the base descends from the built-in model, whose corpus stays "
                           "the replay source and general eval set.")
 
-    # Options added after runs were first recorded: left out of a run's record while unset, so
-    # that older runs still resume and older pilots keep their keys.
+    # Options added after runs were first recorded (see ``schema.LATER_OPTIONS``).
     LATER_OPTIONS: ClassVar[dict] = {"rope_theta": None, "rope_scaling": None, "max_position_embeddings": None,
                      "adapters": [], "origin": None}
 

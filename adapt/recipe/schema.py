@@ -251,6 +251,9 @@ class TrainSection(Section):
     eval_steps: int = Field(50, gt=0)
     save_steps: int = Field(100, gt=0)
     save_total_limit: int | None = Field(2, gt=0)
+    keep_best: bool = Field(
+        False, description="Keep the checkpoint with the lowest domain loss among those within the forgetting "
+                           "tolerance (evaluation.epsilon) as the final model; needs save_steps a multiple of eval_steps.")
     trainer_args: dict[str, Any] = Field(
         default_factory=dict, description="Other transformers TrainingArguments, checked by name."
     )
@@ -320,6 +323,11 @@ class PlanSection(Section):
 # --------------------------------------------------------------------------- recipe
 
 
+# Options added after runs were first recorded: left out of a run's record while unset, so that
+# older runs still resume and older pilots keep their keys.
+LATER_OPTIONS = {"model": ModelSection.LATER_OPTIONS, "train": {"keep_best": False}}
+
+
 class Recipe(Section):
     """One YAML recipe: ``kind`` is the stage (cpt: continual pretraining; sft: instruction tuning;
     dpo: preference optimisation; grpo: RL with verifiable rewards)."""
@@ -351,7 +359,8 @@ class Recipe(Section):
         data = self.model_dump(mode="json", exclude={kind for kind in ("sft", "dpo", "grpo") if kind != self.kind})
         if self.kind == "cpt":
             data["model"].pop("chat_template")
-        for key, unset in ModelSection.LATER_OPTIONS.items():
-            if data["model"][key] == unset:
-                data["model"].pop(key)
+        for section, options in LATER_OPTIONS.items():
+            for key, unset in options.items():
+                if data[section][key] == unset:
+                    data[section].pop(key)
         return data

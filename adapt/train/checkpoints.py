@@ -30,8 +30,8 @@ def checkpoints(directory: Path) -> list[tuple[int, Path]]:
 
 
 def last_complete_checkpoint(directory: Path) -> Path | None:
-    complete = [p for _, p in checkpoints(directory) if (p / COMPLETE_MARKER).is_file()]
-    return complete[-1] if complete else None
+    complete = complete_checkpoints(directory)
+    return complete[-1][1] if complete else None
 
 
 def discard_incomplete(directory: Path) -> list[Path]:
@@ -43,10 +43,11 @@ def discard_incomplete(directory: Path) -> list[Path]:
 
 
 class CompleteCheckpointCallback(TrainerCallback):
-    """Marks each saved checkpoint complete, then keeps the newest ``limit`` complete ones."""
+    """Marks each saved checkpoint complete, then keeps the newest ``limit`` complete ones, and
+    the one ``best`` (steps -> chosen step) picks, if given."""
 
-    def __init__(self, limit: int | None):
-        self.limit = limit
+    def __init__(self, limit: int | None, best=None):
+        self.limit, self.best = limit, best
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -54,10 +55,16 @@ class CompleteCheckpointCallback(TrainerCallback):
         directory = Path(args.output_dir)
         write_json(directory / f"checkpoint-{state.global_step}" / COMPLETE_MARKER,
                    {"step": state.global_step, "time": time.time()})
-        complete = [p for _, p in checkpoints(directory) if (p / COMPLETE_MARKER).is_file()]
+        complete = complete_checkpoints(directory)
+        kept = self.best([step for step, _ in complete]) if self.best else None
         if self.limit:
-            for old in complete[: -self.limit]:
-                shutil.rmtree(old, ignore_errors=True)
+            for step, old in complete[: -self.limit]:
+                if step != kept:
+                    shutil.rmtree(old, ignore_errors=True)
+
+
+def complete_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    return [(step, p) for step, p in checkpoints(directory) if (p / COMPLETE_MARKER).is_file()]
 
 
 class PreemptionCallback(TrainerCallback):

@@ -24,6 +24,7 @@ class RunState:
     recipe: dict[str, Any]
     status: str = "running"  # running | finished | failed | preempted
     final_step: int | None = None
+    best_step: int | None = None  # train.keep_best: the checkpoint kept as the final model
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, run_dir: Path) -> None:

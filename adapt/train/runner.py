@@ -106,9 +106,10 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
     try:
         args = training_kwargs(recipe.train, str(checkpoint_dir), setup.report["steps"], bool(setup.eval_sets),
                                resume_from is not None)
+        best = _best_checkpoint(loaded, run_dir, setup.eval_sets)
         trainer = setup.make_trainer(args, [
             TrackerCallback(tracker, setup.eval_sets, setup.tokens_per_step * world_size()),
-            CompleteCheckpointCallback(recipe.train.save_total_limit), preemption])
+            CompleteCheckpointCallback(recipe.train.save_total_limit, best and best.step), preemption])
         evaluation = _start_evaluation(loaded, setup, trainer)
         if not resuming:
             trainable, total = trainable_parameters(trainer.model)
@@ -130,6 +131,8 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
             return RunOutcome(run_dir, "preempted", tracking_run_id=tracker.run_id)
         if setup.eval_sets and trainer.state.global_step % recipe.train.eval_steps != 0:
             trainer.evaluate()  # the "after" numbers are always at the final step
+        if best is not None:
+            state.best_step = _load_best(trainer, best, checkpoint_dir)
     except BaseException:
         _fail(state, run_dir, tracker)
         raise
@@ -154,6 +157,8 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
             _fail(state, run_dir, tracker)
             raise
         summary = f"{report}\n{summary}".rstrip()
+    if state.best_step is not None:
+        summary += f"\nkept checkpoint-{state.best_step}: the lowest domain loss within the forgetting tolerance"
     with atomic_write(run_dir / "summary.txt") as f:
         f.write(summary + "\n")
     tracker.log_artifact(run_dir / "summary.txt")
@@ -163,6 +168,32 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
     state.status, state.final_step = "finished", trainer.state.global_step
     state.save(run_dir)
     return RunOutcome(run_dir, "finished", summary, tracker.run_id, tracker.tracking_uri)
+
+
+def _best_checkpoint(loaded: LoadedRecipe, run_dir: Path, eval_sets: list[str]):
+    if not loaded.recipe.train.keep_best:
+        return None
+    from adapt.data.eval_sets import eval_specs
+    from adapt.train.best import BestCheckpoint
+
+    general = [spec.name for spec in eval_specs(loaded.recipe) if spec.general and spec.name in eval_sets]
+    evaluation = loaded.recipe.evaluation
+    return BestCheckpoint(run_dir, [name for name in eval_sets if name not in general], general,
+                          evaluation.epsilon, evaluation.tolerance)
+
+
+def _load_best(trainer, best, checkpoint_dir: Path) -> int | None:
+    """Load the chosen checkpoint's weights into the trained model; its step, or None (the last
+    step is kept) when no checkpoint is within the tolerance."""
+    from adapt.train.checkpoints import complete_checkpoints
+
+    step = best.step([s for s, _ in complete_checkpoints(checkpoint_dir)])
+    if step is None:
+        print("adapt: no checkpoint is within the forgetting tolerance; keeping the last step", file=sys.stderr)
+    elif step != trainer.state.global_step:
+        # The Trainer's own loader: adapters, whole models and sharded (FSDP, ZeRO) checkpoints alike.
+        trainer._load_from_checkpoint(str(checkpoint_dir / f"checkpoint-{step}"))
+    return step
 
 
 def _fail(state: RunState, run_dir: Path, tracker) -> None:
