@@ -121,7 +121,8 @@ def _validate(args) -> int:
     if pipeline is not None:  # every stage, checked against the pipeline's base
         for index, stage in enumerate(pipeline.stages):
             loaded = pipeline.loaded(index)
-            print(f"# stage {index} {stage.name} ({loaded.recipe.kind}, carry: {stage.carry}): valid")
+            print(f"# stage {index} {stage.name} ({loaded.recipe.kind}, carry: {stage.carry}): valid; "
+                  f"what the run will cost")
             print(_cost_table(cost_report(loaded, check_recipe(loaded))) + "\n")
         return 0
     loaded = load_recipe(args.recipe, args.overrides)
@@ -182,8 +183,9 @@ def _data(args) -> int:
 
 def _train(args) -> int:
     if (args.nproc > 1 or args.accelerate_config) and "WORLD_SIZE" not in os.environ:
-        from adapt.launch import launch
+        from adapt.launch import launch, prepare_base
 
+        prepare_base(args.recipe, args.overrides)
         return launch(["train", args.recipe, *args.overrides], args.nproc, args.accelerate_config)
     from adapt.recipe import load_recipe
     from adapt.recipe.pipeline import load_pipeline

@@ -81,7 +81,9 @@ def model_card(run_dir: Path, recipe, merged: bool) -> str:
             lines.append(f"| {name} | {source['train_documents']} | {source['heldout_documents']} | {tokens} | {shares} |")
         curation = report.get("curation", {})
         licences = ", ".join(f"{k} ({v})" for k, v in curation.get("licences", {}).items()) or "none recorded"
-        lines += ["", f"Trained on {report.get('train_tokens', 0):,} tokens in {report.get('steps', 0)} steps. "
+        tokens = report.get("train_tokens")
+        amount = f"{tokens:,} tokens" if tokens is not None else "rows (DPO and GRPO count rows, not tokens)"
+        lines += ["", f"Trained on {amount} in {report.get('steps', 0)} steps. "
                       f"Licences of the curated files: {licences}. Every file seen is listed in "
                       "`data_manifest.jsonl` of the run.", ""]
     evaluation = run_dir / "eval" / "report.md"

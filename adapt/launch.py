@@ -33,6 +33,19 @@ def launch_env() -> dict[str, str]:
     return env
 
 
+def prepare_base(recipe: str, overrides: list[str]) -> None:
+    """Build the built-in base model (once) before the processes start: built inside them, the
+    rank that holds the build lock would wait for the others in its Trainer while they wait for
+    the lock."""
+    from adapt.model import resolve_model_path
+    from adapt.recipe import load_recipe
+    from adapt.recipe.pipeline import load_pipeline
+
+    pipeline = load_pipeline(recipe, overrides)
+    loaded = pipeline.loaded(0) if pipeline is not None else load_recipe(recipe, overrides)
+    resolve_model_path(loaded.recipe.model)
+
+
 def launch(adapt_args: list[str], nproc: int, config_file: str | None = None) -> int:
     command = accelerate_command(nproc, config_file) + ["-m", "adapt", *adapt_args]
     return subprocess.run(command, env=launch_env()).returncode

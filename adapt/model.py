@@ -68,7 +68,7 @@ def load_model(path: str, model: ModelSection, adapter: AdapterSection):
         apply_rope(kwargs["config"], model)
     if model.attn_implementation:
         kwargs["attn_implementation"] = model.attn_implementation
-    kwargs["dtype"] = getattr(torch, _model_dtype(model, adapter))
+    kwargs["dtype"] = getattr(torch, model_dtype(model, adapter))
     if adapter.method == "qlora":
         kwargs["quantization_config"] = quantization_config(adapter)
     try:
@@ -143,8 +143,9 @@ def load_trained(run_dir: Path, tokenizer, dequantized: bool = False):
 
     recipe = Recipe.model_validate(load_state(run_dir).recipe)
     final = run_dir / "final"
-    if not (final / "adapter_config.json").is_file():
-        return load_model(str(final), recipe.model, recipe.adapter.model_copy(update={"method": "full"}))
+    if not (final / "adapter_config.json").is_file():  # stacked adapters are in its weights already
+        whole = recipe.model.model_copy(update={"adapters": []})
+        return load_model(str(final), whole, recipe.adapter.model_copy(update={"method": "full"}))
     from peft import PeftModel
 
     base = load_run_base(resolve_model_path(recipe.model), recipe.model, recipe.adapter, tokenizer)
@@ -165,7 +166,7 @@ def quantization_config(adapter: AdapterSection):
     )
 
 
-def _model_dtype(model: ModelSection, adapter: AdapterSection) -> str:
+def model_dtype(model: ModelSection, adapter: AdapterSection) -> str:
     """Weights stay fp32 for full fine-tuning (mixed precision autocasts); frozen bases on GPU use bf16."""
     if model.dtype != "auto":
         return _DTYPES[model.dtype]

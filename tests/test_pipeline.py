@@ -88,3 +88,14 @@ def test_bad_stages_are_named(make_recipe, tmp_path, capsys, stages, key, words)
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert key in err and words in err and "Traceback" not in err
+
+
+def test_overrides_reach_every_stage_or_the_one_named(make_recipe, tmp_path):
+    from adapt.recipe.pipeline import load_pipeline
+
+    path = _pipeline(make_recipe, tmp_path)
+    pipeline = load_pipeline(path, ["train.max_tokens=4096", "stages.1.train.lr=0.001", "stages.0.carry=stack"])
+    first, second = (pipeline.loaded(i).recipe.train for i in (0, 1))
+    assert first.max_tokens == second.max_tokens == 4096 and first.max_steps is None, "over the stage's own budget"
+    assert (first.lr, second.lr) == (1e-2, 1e-3)
+    assert pipeline.stages[0].carry == "stack"

@@ -24,6 +24,7 @@ class EvalSpec:
     max_tokens: int
     max_tokens_per_file: int
     general: bool
+    key: str  # the recipe key an error about the set names
 
     @property
     def role(self) -> str:
@@ -36,16 +37,20 @@ def eval_specs(recipe: Recipe) -> list[EvalSpec]:
     kinds = {s.name: s.kind for s in recipe.data.sources}
     chosen = recipe.evaluation.general
 
-    def spec(name: str, source: str, caps: EvalSet) -> EvalSpec:
+    def spec(name: str, source: str, caps: EvalSet, key: str) -> EvalSpec:
         general = name in chosen if chosen is not None else (
             name == GENERAL or kinds.get(source, BUILTIN_CORPUS) == BUILTIN_CORPUS)
-        return EvalSpec(name, source, caps.max_tokens, caps.max_tokens_per_file, general)
+        return EvalSpec(name, source, caps.max_tokens, caps.max_tokens_per_file, general, key)
 
     if recipe.data.eval:
-        specs = [spec(name, s.source, s) for name, s in recipe.data.eval.items() if kinds[s.source] in DOCUMENT_KINDS]
+        specs = [spec(name, s.source, s, f"data.eval.{name}") for name, s in recipe.data.eval.items()
+                 if kinds[s.source] in DOCUMENT_KINDS]
     else:
-        specs = [spec(name, name, EvalSet(source=name)) for name, kind in kinds.items() if kind in DOCUMENT_KINDS]
+        specs = [spec(name, name, EvalSet(source=name), f"data.sources.{i}.heldout")
+                 for i, (name, kind) in enumerate(kinds.items()) if kind in DOCUMENT_KINDS]
     if recipe.model.builtin_family and not any(s.general for s in specs):
-        specs.append(spec(GENERAL if GENERAL not in kinds else BUILTIN_CORPUS, BUILTIN_CORPUS,
-                          EvalSet(source=BUILTIN_CORPUS, max_tokens=16_000, max_tokens_per_file=1_000)))
+        taken = set(kinds) | set(recipe.data.eval)
+        specs.append(spec(GENERAL if GENERAL not in taken else BUILTIN_CORPUS, BUILTIN_CORPUS,
+                          EvalSet(source=BUILTIN_CORPUS, max_tokens=16_000, max_tokens_per_file=1_000),
+                          "evaluation.general"))
     return specs

@@ -46,7 +46,7 @@ def prepare_data(loaded: LoadedRecipe, tokenizer, world_size: int = 1, sentinels
     eval_sets = {}
     for spec in eval_specs(recipe):
         source = sources[spec.source] if spec.source in sources else builtin_corpus(loaded, spec.source)
-        docs = tokenize_source(loaded, curator, source, "heldout", tokenizer, key=f"data.eval.{spec.name}")
+        docs = tokenize_source(loaded, curator, source, "heldout", tokenizer, key=spec.key)
         eval_sets[spec.name] = docs.capped(spec.max_tokens_per_file, spec.max_tokens)
     fim_modes: Counter = Counter()
     train_docs = {name: tokenize_source(loaded, curator, sources[name], "train", tokenizer, sentinels=sentinels,

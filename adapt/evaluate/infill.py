@@ -29,14 +29,15 @@ def infill_samples(text: str, span: str, rng: random.Random, max_span_chars: int
 
 def fit_context(tokenizer, prefix: str, suffix: str, mode: str, sentinels: FimSentinels,
                 max_tokens: int) -> list[int]:
-    """The prompt's tokens, keeping the end of the prefix and the start of the suffix that fit."""
-    keep = len(prefix) + len(suffix)
+    """The prompt's tokens: the whole context if it fits, else the end of the prefix and the
+    start of the suffix, both cut in proportion until they fit."""
+    head, tail = prefix, suffix
     while True:
-        head, tail = prefix[max(0, len(prefix) - keep // 2):], suffix[: keep - keep // 2]
         ids = tokenizer(fim_prompt(head, tail, mode, sentinels), add_special_tokens=False)["input_ids"]
-        if len(ids) <= max_tokens or keep == 0:
+        if len(ids) <= max_tokens or not (head or tail):
             return ids
-        keep = int(keep * min(0.9, max_tokens / len(ids)))
+        share = min(0.9, max_tokens / len(ids))
+        head, tail = head[len(head) - int(len(head) * share):], tail[: int(len(tail) * share)]
 
 
 def infill_exact_match(model, tokenizer, document_set, spec, sentinels: FimSentinels, seq_len: int,

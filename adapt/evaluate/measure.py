@@ -36,6 +36,8 @@ class Evaluator:
 
     def measure(self, model) -> dict:
         """Loss and perplexity per set and category, completion accuracy, infill exact match, pass@k."""
+        import torch
+
         from adapt.evaluate.completion import completion_accuracy
         from adapt.evaluate.execution import evaluate_tasks
         from adapt.evaluate.infill import infill_exact_match
@@ -44,24 +46,27 @@ class Evaluator:
         evaluation, seq_len = self.loaded.recipe.evaluation, self.loaded.recipe.train.seq_len
         training = model.training
         model.eval()
-        try:
-            results: dict = {"sets": {}}
-            for document_set in self.sets:
-                entry = {"role": document_set.spec.role,
-                         **set_losses(model, document_set, seq_len, self.batch_size)}
-                if evaluation.completion.enabled:
-                    entry["completion"] = completion_accuracy(model, self.tokenizer, document_set,
-                                                              evaluation.completion, seq_len, self.batch_size)
-                if self.sentinels is not None:
-                    entry["infill"] = infill_exact_match(model, self.tokenizer, document_set, evaluation.infill,
-                                                         self.sentinels, seq_len, self.batch_size)
-                results["sets"][document_set.spec.name] = entry
-            if self.tasks:
-                results["pass_at_k"] = evaluate_tasks(model, self.tokenizer, self.tasks, evaluation.pass_at_k,
-                                                      self.batch_size)
-            return results
-        finally:
-            model.train(training)
+        # Sampling (pass@k) must not move the training RNG: a run trains the same whether or not
+        # its base numbers were cached.
+        with torch.random.fork_rng():
+            try:
+                results: dict = {"sets": {}}
+                for document_set in self.sets:
+                    entry = {"role": document_set.spec.role,
+                             **set_losses(model, document_set, seq_len, self.batch_size)}
+                    if evaluation.completion.enabled:
+                        entry["completion"] = completion_accuracy(model, self.tokenizer, document_set,
+                                                                  evaluation.completion, seq_len, self.batch_size)
+                    if self.sentinels is not None:
+                        entry["infill"] = infill_exact_match(model, self.tokenizer, document_set, evaluation.infill,
+                                                             self.sentinels, seq_len, self.batch_size)
+                    results["sets"][document_set.spec.name] = entry
+                if self.tasks:
+                    results["pass_at_k"] = evaluate_tasks(model, self.tokenizer, self.tasks, evaluation.pass_at_k,
+                                                          self.batch_size)
+                return results
+            finally:
+                model.train(training)
 
     def base(self, model_path: str, model_factory) -> dict:
         """The base model's results: cached, else measured on ``model_factory()`` and cached."""
@@ -79,12 +84,15 @@ class Evaluator:
         """What the base results depend on: the model's files and loading options, the tokenizer,
         every eval document's tokens, the tasks and the metrics' settings."""
         from adapt.data.tokens import tokenizer_fingerprint
+        from adapt.device import cuda_available
+        from adapt.model import model_dtype
 
         recipe = self.loaded.recipe
         settings = recipe.evaluation.model_dump(mode="json", include={"completion", "infill", "pass_at_k"})
         quantised = recipe.adapter.model_dump(mode="json") if recipe.adapter.method == "qlora" else None
         digest = hashlib.sha256(json.dumps({
-            "version": METRICS_VERSION, "model": _model_identity(model_path), "dtype": recipe.model.dtype, "quantised": quantised,
+            "version": METRICS_VERSION, "model": _model_identity(model_path),
+            "dtype": model_dtype(recipe.model, recipe.adapter), "cuda": cuda_available(), "quantised": quantised,
             "attn": recipe.model.attn_implementation, "seq_len": recipe.train.seq_len,
             "adapters": [_model_identity(path) for path in recipe.model.adapters],
             "rope": recipe.model.model_dump(mode="json", include={"rope_theta", "rope_scaling", "max_position_embeddings"}),

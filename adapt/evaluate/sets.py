@@ -27,10 +27,6 @@ class DocumentSet:
     spec: EvalSpec
     docs: list[EvalDoc]
 
-    @property
-    def num_tokens(self) -> int:
-        return sum(int(d.tokens.size) for d in self.docs)
-
 
 def load_document_sets(loaded: LoadedRecipe, tokenizer) -> list[DocumentSet]:
     from adapt.data.curation.pipeline import Curator
@@ -58,7 +54,7 @@ def load_document_sets(loaded: LoadedRecipe, tokenizer) -> list[DocumentSet]:
             budget -= tokens.size
             docs.append(EvalDoc(name, categorize(name[len(source.name) + 1:]), text, tokens.astype(np.int64)))
         if not docs:
-            raise loaded.error(f"eval set {spec.name!r} has no held-out documents", f"data.eval.{spec.name}",
+            raise loaded.error(f"eval set {spec.name!r} has no held-out documents", spec.key,
                                fix="add files, relax data.curation, or raise the source's heldout.fraction")
         sets.append(DocumentSet(spec, docs))
     return sets

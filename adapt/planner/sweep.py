@@ -101,6 +101,7 @@ def pilot_recipe(loaded: LoadedRecipe, ratio: float, tokens: int, plan_dir: Path
     data["tracking"]["run_name"] = f"{loaded.recipe.name}-pilot-R{ratio:.3f}"
     data.pop("plan")  # a pilot trains the same whatever epsilon or lambda the plan uses
     data["evaluation"]["enabled"] = False  # the plan reads a pilot's eval trace, not its report
+    data["train"]["keep_best"] = False  # and the pilot's last step
     trained = validate_data(data, Recipe, loaded.path, {}).record()
     for volatile in ("tracking", "plan", "evaluation"):
         trained.pop(volatile)

@@ -148,6 +148,10 @@ def apply_override(data: dict, override: str, path: Path) -> None:
 
 
 def _check_override_path(parts: list[str], path: Path) -> None:
+    if parts[0] == "stages" and len(parts) > 2 and parts[1].isdigit():  # a pipeline's stage: a recipe
+        if parts[2] in ("name", "carry"):
+            return
+        parts = parts[2:]
     model: Any = Recipe
     for i, part in enumerate(parts):
         done = ".".join(parts[: i + 1])
@@ -268,12 +272,16 @@ def read_recipe_data(path: Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if not isinstance(data, dict):
         raise AdaptError("a recipe must be a mapping of sections", file=str(path),
                          fix="start with model:, adapter:, data:, train:")
+    apply_overrides(data, overrides, path)
+    return data, lines
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], path: Path) -> None:
     for override in overrides:
         apply_override(data, override, path)
         key = override.split("=", 1)[0].strip()
         if key in _BUDGETS and isinstance(data.get("train"), dict):
             drop_other_budgets(data["train"], key.split(".")[1])
-    return data, lines
 
 
 def drop_other_budgets(train: dict, kept: str) -> None:

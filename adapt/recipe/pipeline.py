@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapt.errors import AdaptError
-from adapt.recipe.load import LoadedRecipe, check_recipe_data, drop_other_budgets, read_recipe_data
+from adapt.recipe.load import LoadedRecipe, apply_overrides, check_recipe_data, drop_other_budgets, read_recipe_data
 
 _STAGE_KEYS = {"name", "carry"}
 _BUDGET_KEYS = ("max_tokens", "max_steps", "epochs")
@@ -78,17 +78,24 @@ class Pipeline:
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Pipeline | None:
-    """The pipeline in ``path``, every stage checked against the base; None for a plain recipe."""
+    """The pipeline in ``path``, every stage checked against the base; None for a plain recipe.
+    Overrides of ``stages.N....`` change that stage; the others change every stage (over what the
+    stage itself gives) and the defaults."""
     path = Path(path)
-    data, lines = read_recipe_data(path, overrides)
+    for_stages = [o for o in overrides if o.strip().startswith("stages.")]
+    for_all = [o for o in overrides if o not in for_stages]
+    data, lines = read_recipe_data(path, for_stages)
     if "stages" not in data:
         return None
     raw = data.pop("stages")
+    apply_overrides(data, for_all, path)
     if not isinstance(raw, list) or not raw:
         raise AdaptError("stages must be a list of at least one stage", file=str(path), key="stages",
                          line=lines.get("stages"), fix="give e.g. `stages: [{name: cpt}, {name: sft, kind: sft}]`")
     name = data.get("name") or path.stem
     stages = [_stage(data, item, i, path, lines) for i, item in enumerate(raw)]
+    for stage in stages:
+        apply_overrides(stage.data, for_all, path)
     names = [s.name for s in stages]
     for i, stage_name in enumerate(names):
         if stage_name in names[:i]:

@@ -346,10 +346,14 @@ class Recipe(Section):
     grpo: GrpoSection = Field(default_factory=GrpoSection)
 
     @model_validator(mode="after")
-    def _one_forgetting_tolerance(self) -> "Recipe":
-        # A recipe that plans with a tolerance is judged by it, unless it says otherwise.
+    def _one_setting_each(self) -> "Recipe":
+        # A recipe that plans with a tolerance is judged by it, and a GRPO run's pass@k runs in the
+        # sandbox it trains with, unless the evaluation section says otherwise.
         if "epsilon" in self.plan.model_fields_set and "epsilon" not in self.evaluation.model_fields_set:
             self.evaluation.epsilon, self.evaluation.tolerance = self.plan.epsilon, self.plan.tolerance
+        pass_at_k, sandbox = self.evaluation.pass_at_k, self.grpo.sandbox
+        if self.kind == "grpo" and "allow_weak_isolation" not in pass_at_k.model_fields_set:
+            pass_at_k.allow_weak_isolation = sandbox.allow_weak_isolation
         return self
 
     def record(self) -> dict:

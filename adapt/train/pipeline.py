@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapt.recipe.pipeline import Pipeline
-from adapt.train.runner import RunOutcome, is_main_process
+from adapt.train.run_state import is_main_process
+from adapt.train.runner import RunOutcome
 
 PARENT_TIMEOUT_S = 30.0
 
@@ -87,11 +88,17 @@ def next_model(loaded, run_dir: Path, carry: str, next_stage_model: dict) -> dic
     return {**chain, "base_model": str(merged.resolve()), "adapters": []}
 
 
-def _wait_for(path: Path) -> None:
+def _wait_for(path: Path, timeout_s: float = 3600.0) -> None:
     """Other ranks wait for rank 0's merged export before they load it."""
     import time
 
+    from adapt.errors import AdaptError
+
+    deadline = time.monotonic() + timeout_s
     while not path.is_file():
+        if time.monotonic() > deadline:
+            raise AdaptError(f"rank 0 did not write {path} within {timeout_s:.0f} s", file=str(path),
+                             fix="see rank 0's output; run the pipeline again to resume")
         time.sleep(1.0)
 
 

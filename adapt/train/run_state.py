@@ -28,8 +28,13 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, run_dir: Path) -> None:
-        if int(os.environ.get("RANK", "0")) == 0:  # one writer: rank 0 of a multi-process run
+        if is_main_process():  # one writer: rank 0 of a multi-process run
             write_json(run_dir / STATE_FILE, asdict(self))
+
+
+def is_main_process() -> bool:
+    """Whether this is rank 0, the process that writes the run directory and logs the run."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def load_state(run_dir: Path) -> RunState | None:

@@ -24,7 +24,7 @@ from adapt.fileio import atomic_write
 from adapt.data.report import DATA_OUTPUTS
 from adapt.recipe.load import LoadedRecipe
 from adapt.train import provenance
-from adapt.train.run_state import RunState, changed_keys, load_state
+from adapt.train.run_state import RunState, changed_keys, is_main_process, load_state
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect from a preempted job
 
@@ -59,11 +59,6 @@ def run_dir_of(loaded: LoadedRecipe) -> Path:
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Whether this is rank 0, the process that writes the run directory and logs the run."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup],
@@ -177,17 +172,30 @@ def _best_checkpoint(loaded: LoadedRecipe, run_dir: Path, eval_sets: list[str]):
     from adapt.train.best import BestCheckpoint
 
     general = [spec.name for spec in eval_specs(loaded.recipe) if spec.general and spec.name in eval_sets]
+    domain = [name for name in eval_sets if name not in general]
+    if not general or not domain:  # e.g. an SFT run whose general set is the report's, not the trainer's
+        raise loaded.error(f"keep_best needs the trainer to evaluate a domain and a general set, not "
+                           f"{eval_sets or 'none'}", "train.keep_best",
+                           fix="name both in data.eval (the general one in evaluation.general)")
     evaluation = loaded.recipe.evaluation
-    return BestCheckpoint(run_dir, [name for name in eval_sets if name not in general], general,
-                          evaluation.epsilon, evaluation.tolerance)
+    return BestCheckpoint(run_dir, domain, general, evaluation.epsilon, evaluation.tolerance)
 
 
 def _load_best(trainer, best, checkpoint_dir: Path) -> int | None:
     """Load the chosen checkpoint's weights into the trained model; its step, or None (the last
     step is kept) when no checkpoint is within the tolerance."""
+    from accelerate.utils import broadcast_object_list
+
     from adapt.train.checkpoints import complete_checkpoints
 
-    step = best.step([s for s, _ in complete_checkpoints(checkpoint_dir)])
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        print("adapt: keep_best is not supported under DeepSpeed; keeping the last step", file=sys.stderr)
+        return None
+    # Rank 0 has written every eval row; the others take its choice, so all load the same weights.
+    chosen = [best.step([s for s, _ in complete_checkpoints(checkpoint_dir)]) if is_main_process() else None]
+    if world_size() > 1:
+        broadcast_object_list(chosen)
+    step = chosen[0]
     if step is None:
         print("adapt: no checkpoint is within the forgetting tolerance; keeping the last step", file=sys.stderr)
     elif step != trainer.state.global_step:
@@ -207,8 +215,10 @@ def _start_evaluation(loaded: LoadedRecipe, setup: Setup, trainer):
     training changes it; None where the run is not evaluated."""
     if not loaded.recipe.evaluation.enabled or not trainer.is_world_process_zero():
         return None
-    if getattr(trainer, "is_fsdp_enabled", False):  # a forward pass on one rank alone would hang
-        print("adapt: FSDP run: evaluate the result with `adapt eval` on one process", file=sys.stderr)
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        # The weights are sharded over the ranks: a forward pass on one rank alone would hang.
+        print("adapt: sharded run (FSDP or ZeRO): evaluate the result with `adapt eval` on one process",
+              file=sys.stderr)
         return None
     from adapt.evaluate import RunEvaluation
 
