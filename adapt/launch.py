@@ -10,6 +10,7 @@ On a machine without CUDA the processes are CPU ranks on gloo. ``accelerate laun
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -47,5 +48,21 @@ def prepare_base(recipe: str, overrides: list[str]) -> None:
 
 
 def launch(adapt_args: list[str], nproc: int, config_file: str | None = None) -> int:
+    """Run the processes; a SIGTERM to this one (a scheduler's preemption) goes on to them, and a
+    run they stopped for it exits 143 here too."""
+    from adapt.train.runner import EXIT_PREEMPTED
+
     command = accelerate_command(nproc, config_file) + ["-m", "adapt", *adapt_args]
-    return subprocess.run(command, env=launch_env()).returncode
+    process = subprocess.Popen(command, env=launch_env())
+    forwarded = []
+
+    def forward(signum, frame):
+        forwarded.append(signum)
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        code = process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return EXIT_PREEMPTED if forwarded and code != 0 else code

@@ -53,3 +53,30 @@ def test_shipped_accelerate_configs_load():
     root = Path(__file__).resolve().parents[1] / "recipes" / "accelerate"
     kinds = {path.name: str(load_config_from_file(str(path)).distributed_type) for path in root.glob("*.yaml")}
     assert kinds == {"fsdp.yaml": "DistributedType.FSDP", "deepspeed_zero3.yaml": "DistributedType.DEEPSPEED"}
+
+
+def test_sigterm_stops_every_rank_at_one_step_and_the_run_resumes(make_recipe, tmp_path):
+    import signal
+    import time
+
+    recipe = make_recipe("term", evaluation={"completion": {"enabled": False}})
+    command = [sys.executable, "-m", "adapt", "train", str(recipe), "--nproc", "2", "train.max_steps=150",
+               "train.save_steps=50", "train.eval_steps=50", "train.logging_steps=1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "runs" / "term" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (metrics.is_file() and '"train/loss"' in metrics.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    state = json.loads((tmp_path / "runs" / "term" / "run_state.json").read_text())
+    assert state["status"] == "preempted"
+    steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "runs" / "term" / "checkpoints").glob("checkpoint-*")
+                   if (p / "adapt_complete.json").is_file())
+    assert steps and 0 < steps[-1] < 150, "stopped early, with a complete checkpoint"
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((tmp_path / "runs" / "term" / "run_state.json").read_text())
+    assert state["status"] == "finished" and [e["event"] for e in state["history"]] == ["started", "resumed"]

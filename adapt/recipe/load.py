@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from adapt.errors import AdaptError
+from adapt.recipe.kind_checks import check_evaluation_sets, check_stage_sources
 from adapt.recipe.schema import MixtureFile, Recipe
 
 _BUDGETS = {"train.max_tokens", "train.max_steps", "train.epochs"}
@@ -295,7 +296,7 @@ def check_recipe_data(data: dict, path: Path, lines: dict[str, int]) -> LoadedRe
     recipe = validate_data(data, Recipe, path, lines)
     loaded = LoadedRecipe(recipe, path, lines)
     _check_cross_references(loaded)
-    _check_evaluation_sets(loaded)
+    check_evaluation_sets(loaded)
     if recipe.name is None:
         recipe.name = path.stem
     return loaded
@@ -321,7 +322,7 @@ def _resolve_builtin_corpus(loaded: LoadedRecipe) -> None:
 
 def _check_cross_references(loaded: LoadedRecipe) -> None:
     _resolve_builtin_corpus(loaded)
-    _check_stage_sources(loaded)
+    check_stage_sources(loaded)
     data = loaded.recipe.data
     names = [s.name for s in data.sources]
     for i, name in enumerate(names):
@@ -340,7 +341,7 @@ def _check_cross_references(loaded: LoadedRecipe) -> None:
         return
     for name in mixture:
         if name not in names:
-            raise loaded.error(f"mixture names unknown source {name!r}{_close(name, names)}",
+            raise loaded.error(f"mixture names unknown source {name!r}{close_match(name, names)}",
                                f"data.mixture.{name}", fix=f"use one of: {', '.join(names)}")
     total = sum(mixture.values())
     if abs(total - 1.0) > 1e-6:
@@ -348,21 +349,8 @@ def _check_cross_references(loaded: LoadedRecipe) -> None:
                            fix="scale the shares so they add up to 1")
     for set_name, eval_set in data.eval.items():
         if eval_set.source not in names:
-            raise loaded.error(f"eval set uses unknown source {eval_set.source!r}{_close(eval_set.source, names)}",
+            raise loaded.error(f"eval set uses unknown source {eval_set.source!r}{close_match(eval_set.source, names)}",
                                f"data.eval.{set_name}.source", fix=f"use one of: {', '.join(names)}")
-
-
-def _check_evaluation_sets(loaded: LoadedRecipe) -> None:
-    from adapt.data.eval_sets import eval_specs
-
-    evaluation = loaded.recipe.evaluation
-    sets = [spec.name for spec in eval_specs(loaded.recipe)]
-    named = [(f"evaluation.general.{i}", name) for i, name in enumerate(evaluation.general or [])]
-    named += [(f"evaluation.group_by.{name}", name) for name in evaluation.group_by]
-    for key, name in named:
-        if name not in sets:
-            raise loaded.error(f"no eval set of documents is named {name!r}{_close(name, sets)}", key,
-                               fix=f"use one of: {', '.join(sets) or '(none: add data.eval)'}")
 
 
 def _read_mixture_file(loaded: LoadedRecipe, ref: str) -> dict[str, float]:
@@ -376,39 +364,6 @@ def _read_mixture_file(loaded: LoadedRecipe, ref: str) -> dict[str, float]:
     return validate_data(data, MixtureFile, path, lines).mixture
 
 
-def _close(word: str, options: list[str]) -> str:
+def close_match(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(word, options, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
-
-
-# Which source kinds each stage kind trains on; documents mix into SFT as rehearsal.
-_STAGE_SOURCES = {"cpt": ("documents",), "sft": ("instructions", "documents"), "dpo": ("preferences",),
-                  "grpo": ("code_tasks",)}
-_NEEDED = {"sft": "instructions", "dpo": "preferences", "grpo": "code_tasks"}
-
-
-def _check_stage_sources(loaded: LoadedRecipe) -> None:
-    from adapt.recipe.schema import DOCUMENT_KINDS
-
-    recipe = loaded.recipe
-    allowed = _STAGE_SOURCES[recipe.kind]
-    kinds = ["documents" if s.kind in DOCUMENT_KINDS else s.kind for s in recipe.data.sources]
-    for i, kind in enumerate(kinds):
-        if kind not in allowed:
-            raise loaded.error(f"a {recipe.data.sources[i].kind} source cannot be used by kind {recipe.kind}",
-                               f"data.sources.{i}.kind",
-                               fix=f"kind {recipe.kind} reads {' and '.join(allowed)} sources; "
-                                   f"change the recipe's kind or remove this source")
-    needed = _NEEDED.get(recipe.kind)
-    if needed and needed not in kinds:
-        raise loaded.error(f"kind {recipe.kind} needs a source of kind {needed}", "data.sources",
-                           fix=f"add e.g. {{name: train, kind: {needed}, path: data.jsonl}}")
-    if recipe.kind in ("dpo", "grpo") and len(kinds) > 1:
-        raise loaded.error(f"kind {recipe.kind} trains on one {needed} source", "data.sources",
-                           fix="merge the files into one source (path takes a glob)")
-    if recipe.kind in ("dpo", "grpo") and recipe.train.max_tokens is not None:
-        raise loaded.error(f"kind {recipe.kind} counts its budget in rows, not tokens", "train.max_tokens",
-                           fix="set train.max_steps or train.epochs instead")
-    if recipe.kind == "grpo" and recipe.data.eval:
-        raise loaded.error("grpo runs have no eval sets", "data.eval",
-                           fix="remove data.eval; train/rewards/execution/mean is the measure during training")

@@ -68,7 +68,9 @@ def complete_checkpoints(directory: Path) -> list[tuple[int, Path]]:
 
 
 class PreemptionCallback(TrainerCallback):
-    """On SIGTERM, finish the current step, save a checkpoint and stop."""
+    """On SIGTERM, finish the current step, save a checkpoint and stop. With several processes,
+    each step ends with the ranks agreeing on whether any was signalled, so they all stop at the
+    same step (one stopping alone would leave the others waiting in a collective)."""
 
     def __init__(self):
         self.requested = False
@@ -78,6 +80,14 @@ class PreemptionCallback(TrainerCallback):
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
+        if args.world_size > 1:
+            import torch
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                flag = torch.tensor([float(self.requested)], device=args.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                self.requested = bool(flag.item())
         if self.requested:
             control.should_save = True
             control.should_training_stop = True
