@@ -96,12 +96,33 @@ def markdown(report: dict) -> str:
         lines += [f"| {name} | {order} | {v['samples']} | {b.get(order, {}).get('exact_match', 0):.3f} "
                   f"| {v['exact_match']:.3f} |"
                   for name, kind, b, a in rows if kind == "infill" for order, v in a.items()]
+    lines += _category_lines(before, after)
     if "pass_at_k" in report["after"]:
         a, b = report["after"]["pass_at_k"], report["before"].get("pass_at_k", {})
         ks = [key for key in a if key.startswith("pass@")]
         lines += ["", f"| execution ({a['tasks']} tasks, n = {a['samples']}) | before | after |", "|---|---|---|"]
         lines += [f"| {k} | {b.get(k, 0):.3f} | {a[k]:.3f} |" for k in ks]
     return "\n".join(lines) + "\n"
+
+
+def _category_lines(before: dict, after: dict) -> list[str]:
+    """Per category of the sets split into several (evaluation.group_by): perplexity and
+    completion token accuracy, before and after."""
+    lines = []
+    for name, a in after.items():
+        if len(a["categories"]) < 2:
+            continue
+        b = before[name]
+        completion_a = a.get("completion", {}).get("categories", {})
+        completion_b = b.get("completion", {}).get("categories", {})
+        lines += ["", f"| {name}: category | tokens | ppl before | ppl after | token acc before | after |",
+                  "|---|---|---|---|---|---|"]
+        for category, values in a["categories"].items():
+            acc_b = completion_b.get(category, {}).get("token_accuracy")
+            acc_a = completion_a.get(category, {}).get("token_accuracy")
+            lines.append(f"| {category} | {values['tokens']} | {b['categories'][category]['ppl']:.2f} "
+                         f"| {values['ppl']:.2f} | {_number(acc_b)} | {_number(acc_a)} |")
+    return lines
 
 
 def read_report(run: str) -> dict:

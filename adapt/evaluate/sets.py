@@ -64,8 +64,9 @@ def _categorizer(group_by: str | None, source):
     """ref string ("path" or "path:line") -> category."""
     if group_by is None:
         return lambda ref: "all"
-    if group_by == "folder":
-        return lambda ref: str(Path(ref).parent) if source.kind != "builtin_corpus" else Path(ref).parent.name
+    if group_by == "folder":  # the top folder under the source's root: a vendor, a service, a team
+        return lambda ref: Path(ref).parent.name if source.kind == "builtin_corpus" else (
+            Path(ref).parts[0] if len(Path(ref).parts) > 1 else ".")
     if group_by == "language":
         from adapt.data.curation.filters import language_of
 

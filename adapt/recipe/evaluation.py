@@ -76,7 +76,8 @@ class EvaluationSection(Section):
     tolerance: Literal["absolute", "relative"] = "absolute"
     group_by: dict[str, Literal["folder", "language"] | str] = Field(
         default_factory=dict,
-        description="Per eval set, its categories: folder, language, or label:<field> (a jsonl record's field).")
+        description="Per eval set, its categories: folder (the top folder under the source's root), language, "
+                    "or label:<field> (a jsonl record's field).")
     max_eval_tokens: int | None = Field(None, gt=0, description="Caps each set's tokens (default: its max_tokens).")
     batch_size: int | None = Field(None, gt=0, description="Sequences per forward pass (default: train.batch_size).")
     completion: CompletionEval = Field(default_factory=CompletionEval)
