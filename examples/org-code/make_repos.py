@@ -31,6 +31,8 @@ def make(root: Path) -> list[Path]:
         repo = root / name
         shutil.rmtree(repo, ignore_errors=True)
         shutil.copytree(source, repo / "src" / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
+        for licence in _licence_files(package):  # the package's own licence, at the repository's root
+            shutil.copy(licence, repo / "LICENSE")
         (repo / "deploy").mkdir()
         (repo / "deploy" / "settings.py").write_text(SETTINGS)
         repos.append(repo)
@@ -44,6 +46,16 @@ def make(root: Path) -> list[Path]:
         subprocess.run([*git, "add", "-A"], check=True)
         subprocess.run([*git, "commit", "-q", "-m", "import", "--date", "2026-01-01T00:00:00"], check=True)
     return repos
+
+
+def _licence_files(package: str) -> list[Path]:
+    from importlib.metadata import PackageNotFoundError, files
+
+    name = {"yaml": "PyYAML"}.get(package, package)
+    try:
+        return [Path(f.locate()) for f in files(name) or [] if "licen" in str(f).lower()][:1]
+    except PackageNotFoundError:
+        return []
 
 
 if __name__ == "__main__":
