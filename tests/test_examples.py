@@ -23,7 +23,7 @@ def shared_home(tmp_path_factory) -> Path:
 
 def _run(tmp_path: Path, home: Path, example: str, script: str, *args: str) -> tuple[Path, str]:
     work = tmp_path / "examples"
-    shutil.copytree(EXAMPLES / example, work / example)
+    shutil.copytree(EXAMPLES / example, work / example, ignore=shutil.ignore_patterns("runs", "repos", "mixtures"))
     shutil.copy(EXAMPLES / "steps.py", work / "steps.py")
     env = {**os.environ, "ADAPT_HOME": str(home)}
     done = subprocess.run([sys.executable, str(work / example / script), "--quick", *args], cwd=tmp_path,
@@ -36,7 +36,7 @@ def test_org_code(tmp_path, shared_home):
     folder, out = _run(tmp_path, shared_home, "org-code", "run.py")
     report = json.loads((folder / "runs" / "org-code" / "data_report.json").read_text())
     assert report["curation"]["secrets"]["by_kind"], "the settings files' keys are found"
-    assert (folder / "mixtures" / "org-code.plan.yaml").is_file()
+    assert (folder / "runs" / "org-code-plan" / "pilots.json").is_file(), "the pilots ran"
     assert (folder / "runs" / "org-code" / "export-merged" / "README.md").is_file()
     assert "$ adapt plan recipe.yaml" in out and "forgetting:" in out
 
