@@ -199,7 +199,7 @@ def _load_best(trainer, best, checkpoint_dir: Path) -> int | None:
     if step is None:
         print("adapt: no checkpoint is within the forgetting tolerance; keeping the last step", file=sys.stderr)
     elif step != trainer.state.global_step:
-        # The Trainer's own loader: adapters, whole models and sharded (FSDP, ZeRO) checkpoints alike.
+        # The Trainer's own loader: adapters, whole models and FSDP checkpoints alike.
         trainer._load_from_checkpoint(str(checkpoint_dir / f"checkpoint-{step}"))
     return step
 
