@@ -39,6 +39,30 @@ _METRICS_PER_REQUEST = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH
 _PARAMS_PER_REQUEST = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
 
 
+_warming: threading.Thread | None = None
+
+
+def warm_up(uri: str) -> None:
+    """Import mlflow and open a local sqlite store (a new one creates its tables) in the background,
+    while the run loads its model and data: done later, on the sender's first pass, this costs
+    seconds of CPU taken from the first training steps. A server is not contacted here: the
+    sender's own retries handle one that is down. Errors are left for the sender to report."""
+    global _warming
+
+    def work():
+        try:
+            from mlflow import MlflowClient
+
+            if uri.startswith("sqlite:"):
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception:
+            pass
+
+    if _warming is None:
+        _warming = threading.Thread(target=work, name="adapt-mlflow-warm-up", daemon=True)
+        _warming.start()
+
+
 class _Stopped(Exception):
     """``finish()`` stopped waiting: leave the rest of the backlog for the next session."""
 
@@ -120,6 +144,8 @@ class Sender:
     def _connect(self) -> None:
         """Create the client and the run, or check that the run to resume exists."""
         if self._client is None:
+            if _warming is not None:
+                _warming.join()  # two threads creating one sqlite store's tables would collide
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri)

@@ -70,6 +70,14 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{directory}/mlflow.db"
 
 
+def warm_up(uri: str | None) -> None:
+    """Start opening the MLflow store in the background, before the run's setup (see
+    ``adapt.mlflow_sender.warm_up``)."""
+    from adapt.mlflow_sender import warm_up as start
+
+    start(uri or default_tracking_uri())
+
+
 def open_tracker(*, enabled: bool, uri: str | None, experiment: str, run_dir: Path,
                  run_name: str, run_id: str | None = None,
                  flush_timeout_s: float = 30.0) -> Tracker:

@@ -6,7 +6,7 @@ from a saturating one (``SaturatingSurface``, where the truth is the largest tol
 fit time is that of one whole plan without bootstrap, on 10 ratios × 10 eval points (100 points),
 against the time of a plain numpy least-squares line fit on the same points (the baseline).
 
-    python -m benchmarks.planner [--seeds 5]
+    python -m benchmarks.planner [--size quick] [--seeds 5]
 
 Writes benchmarks/results/planner.json and prints a table.
 """
@@ -14,10 +14,8 @@ Writes benchmarks/results/planner.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -25,8 +23,8 @@ from adapt.planner.cmr import Surface, cmr_at, token_grid
 from adapt.planner.dcpt import dcpt_ratio
 from adapt.planner.plan import PlanSpec, make_plan
 from adapt.planner.synthetic import LawSurface, SaturatingSurface, largest_tolerated, sample_pilots
+from benchmarks.common import add_common_arguments, print_table, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RATIOS = [0.0, 0.25, 0.5, 0.75, 0.9, 1.0]
 NOISE = [0.0, 0.005, 0.01, 0.02, 0.05]
 
@@ -78,28 +76,37 @@ def fit_time(repeats: int = 3) -> dict:
             "cmr_fit_ratio_to_baseline": seconds["cmr_fit"] / baseline}
 
 
-def main() -> None:
+SEEDS = {"tiny": 1, "quick": 1, "full": 5}
+NOISE_BY_SIZE = {"tiny": [0.01], "quick": [0.0, 0.01, 0.05], "full": NOISE}
+TARGETS = {"tiny": [1.0], "quick": [1.0, 4.0], "full": [1.0, 4.0]}
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    add_common_arguments(parser)
+    parser.add_argument("--seeds", type=int, help="pilot draws per setting (default by --size)")
     parser.add_argument("--bootstrap", type=int, default=0)
-    parser.add_argument("--noise", default=",".join(map(str, NOISE)))
-    args = parser.parse_args()
+    parser.add_argument("--noise", help="comma-separated noise levels (default by --size)")
+    args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
+    seeds = args.seeds or SEEDS[args.size]
+    noises = [float(n) for n in args.noise.split(",")] if args.noise else NOISE_BY_SIZE[args.size]
     rows = []
     for name, surface in (("law", LawSurface()), ("saturating", SaturatingSurface())):
-        for target in (1.0, 4.0):
-            for noise in [float(n) for n in args.noise.split(",")]:
+        for target in TARGETS[args.size]:
+            for noise in noises:
                 rows.append({"surface": name, "target_over_pilot_budget": target, "noise": noise,
-                             **errors(surface, noise, args.seeds, target, args.bootstrap)})
-    timing = fit_time()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "planner.json").write_text(json.dumps({"time": time.time(), "rows": rows, "fit_time": timing}, indent=2))
-    print(f"{'surface':<12}{'target':>7}{'noise':>7}{'mean |err|':>12}{'max |err|':>11}{'poor':>6}{'s/plan':>8}")
-    for r in rows:
-        print(f"{r['surface']:<12}{r['target_over_pilot_budget']:>6g}T{r['noise']:>7.3f}{r['mean_abs_error']:>12.4f}"
-              f"{r['max_abs_error']:>11.4f}{r['poor_fits']:>4}/{r['seeds']}{r['seconds_per_plan']:>8.2f}")
+                             **errors(surface, noise, seeds, target, args.bootstrap)})
+    timing = fit_time(1 if args.size == "tiny" else 3)
+    summary = {"max_abs_error": max(r["max_abs_error"] for r in rows), **timing}
+    path = write_result("planner", args.size, rows, summary, args.results)
+    print_table(rows, [("surface", "surface", ""), ("target_over_pilot_budget", "target/T", "g"),
+                       ("noise", "noise", ".3f"), ("mean_abs_error", "mean |err|", ".4f"),
+                       ("max_abs_error", "max |err|", ".4f"), ("poor_fits", "poor fits", "d"),
+                       ("seconds_per_plan", "s/plan", ".2f")])
     print(f"\non {timing['points']} pilot points: " + ", ".join(f"{k} {v:.2f} s" for k, v in timing["seconds"].items())
-          + f" (the CMR fit is {timing['cmr_fit_ratio_to_baseline']:,.0f}x a numpy line fit of the same points)")
+          + f" (the CMR fit is {timing['cmr_fit_ratio_to_baseline']:,.0f}x a numpy line fit of the same points)  -> {path}")
+    return summary
 
 
 if __name__ == "__main__":

@@ -84,6 +84,10 @@ def run_stage(loaded: LoadedRecipe, setup_stage: Callable[[LoadedRecipe], Setup]
                                          discard_incomplete, last_complete_checkpoint)
     from adapt.train.metrics import TrackerCallback, read_metrics, summary_table
 
+    if main and recipe.tracking.enabled:
+        from adapt.tracking import warm_up
+
+        warm_up(recipe.tracking.uri)
     setup = setup_stage(loaded)
     setup.report["world_size"] = world_size()
     data_files = write_data_outputs(run_dir, setup.report, setup.manifest) if main else []

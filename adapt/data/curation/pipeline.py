@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from adapt.data.curation.dedup import Deduplicator
 from adapt.data.curation.filters import FilterSpec, language_of, text_verdict
 from adapt.data.curation.licences import LicencePolicy, file_licence
@@ -21,6 +23,8 @@ from adapt.data.curation.secrets import scrub
 from adapt.recipe.schema import CurationSection
 
 _WORD = re.compile(r"\w+")
+# Odd multipliers that mix n word hashes into one n-gram hash (uint64 arithmetic wraps).
+_MIX = np.random.RandomState(7).randint(1, 2**62, size=64, dtype=np.int64).astype(np.uint64) * 2 + 1
 
 
 class Curator:
@@ -33,7 +37,8 @@ class Curator:
                                   ngram=dedup.ngram, num_perm=dedup.num_perm) if dedup.exact or dedup.near else None
         licences = section.licences
         self.licence_policy = LicencePolicy(allow=licences.allow, deny=licences.deny, unknown=licences.unknown)
-        self.eval_grams: Counter = Counter()  # n-gram -> how many held-out documents hold it
+        self._eval_grams: list[np.ndarray] = []  # each held-out document's distinct n-gram hashes
+        self._eval_unique: np.ndarray | None = None  # sorted hashes held by exactly one of them
         self.manifest: list[dict] = []
         self.dropped: dict[str, Counter] = {}
         self.secrets: Counter = Counter()
@@ -90,23 +95,38 @@ class Curator:
                 return text, "secrets"
             text = scrubbed
         if split == "heldout" and self.section.decontamination.enabled:
-            self.eval_grams.update(self._grams(text))  # a set per document: counts documents
+            self._eval_grams.append(self._grams(text))
+            self._eval_unique = None
         return text, None
 
-    def _grams(self, text: str) -> set[int]:
-        words = _WORD.findall(text)
+    def _grams(self, text: str) -> np.ndarray:
+        """The document's distinct word n-grams, as hashes (numpy: a Python set of tuples cost
+        half of curation's time)."""
         n = self.section.decontamination.ngram
-        return {hash(tuple(words[i: i + n])) for i in range(len(words) - n + 1)}
+        words = _WORD.findall(text)
+        if len(words) < n:
+            return np.zeros(0, dtype=np.uint64)
+        hashes = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
+        count = len(words) - n + 1
+        mixed = hashes[:count] * _MIX[0]
+        for i in range(1, n):
+            mixed ^= hashes[i: i + count] * _MIX[i % len(_MIX)]
+        return np.unique(mixed)
 
     def _overlaps_eval(self, text: str) -> bool:
         """True when a large share of the document's long n-grams come from one eval document.
         N-grams held by several eval documents are boilerplate (licence headers, register
         tables common to a family of chips), not a leak of any one of them, and do not count."""
-        if not self.eval_grams or not self.section.decontamination.enabled:
+        if not self._eval_grams or not self.section.decontamination.enabled:
             return False
+        if self._eval_unique is None:
+            grams, counts = np.unique(np.concatenate(self._eval_grams), return_counts=True)
+            self._eval_unique = grams[counts == 1]
         grams = self._grams(text)
-        shared = sum(1 for g in grams if self.eval_grams.get(g) == 1)
-        return bool(grams) and shared / len(grams) > self.section.decontamination.max_overlap
+        if grams.size == 0:
+            return False
+        shared = np.isin(grams, self._eval_unique, assume_unique=True).sum()
+        return shared / grams.size > self.section.decontamination.max_overlap
 
     def _row(self, source, split, path, licence, digest, reason) -> None:
         self.manifest.append({
