@@ -69,6 +69,12 @@ def model_card(run_dir: Path, recipe, merged: bool) -> str:
              f"# {recipe.name}", "",
              f"Adapted from `{base}` by adapt ({recipe.kind}, {recipe.adapter.method}); "
              f"this export is {what}.", ""]
+    if recipe.train.objective == "diffusion":
+        lines += ["A masked-diffusion model: it attends bidirectionally and fills `"
+                  f"{recipe.diffusion.mask_token}` tokens. After loading, call "
+                  "`adapt.diffusion.attention.make_bidirectional(model)` (transformers resets each attention "
+                  "layer's causal flag), and sample with `adapt.diffusion.sample.unmask`; `generate()` does "
+                  "not apply.", ""]
     report = _json(run_dir / "data_report.json")
     if report:
         lines += ["## Data", "", "| source | train files | held-out files | tokens | share (target → realised) |",

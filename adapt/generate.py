@@ -55,6 +55,8 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: fl
         model = AutoModelForCausalLM.from_pretrained(path)
     model.eval()
     torch.manual_seed(seed)
+    if getattr(model.config, "is_causal", True) is False and not chat:
+        return _diffusion_completion(model, tokenizer, prompt, max_new_tokens)
     stop = {}
     if chat:
         if not tokenizer.chat_template:
@@ -70,3 +72,18 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: fl
                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **stop)
     text = tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     return text.split(IM_END)[0] if chat else text
+
+
+def _diffusion_completion(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    """A diffusion-trained model completes by unmasking ``max_new_tokens`` masks after the prompt,
+    filling a quarter of them per step."""
+    from adapt.diffusion.attention import make_bidirectional
+    from adapt.diffusion.sample import infill
+
+    if tokenizer.mask_token_id is None:
+        raise AdaptError("this diffusion model's tokenizer names no mask token", fix="export it again with adapt export")
+    make_bidirectional(model)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    middle = infill(model, tokenizer, [ids], [[]], [max_new_tokens], tokenizer.mask_token_id,
+                    steps=max(1, max_new_tokens // 4))[0]
+    return tokenizer.decode(middle, skip_special_tokens=True)

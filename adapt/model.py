@@ -102,6 +102,30 @@ def grow_embeddings(model, tokenizer) -> None:
             model.resize_token_embeddings(len(tokenizer))
 
 
+def add_special_tokens(tokenizer, model, names: list[str]) -> list[int]:
+    """Add ``names`` as special tokens and grow the embeddings; return their ids. New rows (input
+    and, if untied, output) start at the mean of the existing rows (see ``adapt.data.fim.add_sentinels``
+    for why). Idempotent: names the tokenizer already has keep their rows. Without a model, only
+    the tokenizer changes (data preparation needs no weights)."""
+    import torch
+    from tokenizers import AddedToken
+
+    known = len(tokenizer)  # rows past this (padded vocabularies) are not real tokens
+    tokenizer.add_tokens([AddedToken(n, special=True, normalized=False) for n in names], special_tokens=True)
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if model is None:
+        return ids
+    if max(ids) >= model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows set below
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    weights = {id(layer.weight): layer.weight for layer in layers if layer is not None}  # tied: once
+    new = [i for i in ids if i >= known]
+    with torch.no_grad():
+        for weight in weights.values():
+            weight[new] = weight[:known].float().mean(dim=0).to(weight.dtype)
+    return ids
+
+
 def apply_rope(config, model: ModelSection) -> None:
     """Set the recipe's RoPE base θ, scaling and position limit in a transformers config, and
     refuse what the architecture does not have. Other RoPE keys (e.g. a partial rotary factor)

@@ -95,23 +95,9 @@ def add_sentinels(tokenizer, model=None) -> tuple[FimSentinels, list[int]]:
     places in every sample). Returns ids so the trainer can make exactly these rows trainable.
     Idempotent: names the tokenizer already has keep their rows.
     """
-    import torch
-    from tokenizers import AddedToken
+    from adapt.model import add_special_tokens
 
-    known = len(tokenizer)  # rows past this (padded vocabularies) are not real tokens
-    names = [ADDED.prefix, ADDED.middle, ADDED.suffix]
-    tokenizer.add_tokens([AddedToken(n, special=True, normalized=False) for n in names], special_tokens=True)
-    ids = tokenizer.convert_tokens_to_ids(names)
-    if model is None:  # data preparation alone (`adapt data`) needs only the tokenizer
-        return ADDED, ids
-    if max(ids) >= model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows set below
-    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
-    weights = {id(layer.weight): layer.weight for layer in layers if layer is not None}  # tied: once
-    new = [i for i in ids if i >= known]
-    with torch.no_grad():
-        for weight in weights.values():
-            weight[new] = weight[:known].float().mean(dim=0).to(weight.dtype)
+    ids = add_special_tokens(tokenizer, model, [ADDED.prefix, ADDED.middle, ADDED.suffix])
     return ADDED, ids
 
 

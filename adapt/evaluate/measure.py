@@ -50,6 +50,8 @@ class Evaluator:
         # its base numbers were cached.
         with torch.random.fork_rng():
             try:
+                if self.loaded.recipe.train.objective == "diffusion":
+                    return self._measure_diffusion(model)
                 results: dict = {"sets": {}}
                 for document_set in self.sets:
                     entry = {"role": document_set.spec.role,
@@ -67,6 +69,25 @@ class Evaluator:
                 return results
             finally:
                 model.train(training)
+
+    def _measure_diffusion(self, model) -> dict:
+        """A diffusion model's masked-token loss per set, and infill exact match by sampling."""
+        from adapt.diffusion import evaluate as diffusion
+        from adapt.diffusion.attention import make_bidirectional
+
+        recipe = self.loaded.recipe
+        make_bidirectional(model)  # loading a saved diffusion model restores causal attention flags
+        results: dict = {"sets": {}}
+        for document_set in self.sets:
+            entry = {"role": document_set.spec.role,
+                     **diffusion.set_losses(model, self.tokenizer, document_set, recipe.diffusion,
+                                            recipe.train.seq_len, self.batch_size)}
+            if recipe.evaluation.infill.enabled is not False:
+                entry["infill"] = diffusion.infill_exact_match(model, self.tokenizer, document_set,
+                                                               recipe.evaluation.infill, recipe.diffusion,
+                                                               recipe.train.seq_len, self.batch_size)
+            results["sets"][document_set.spec.name] = entry
+        return results
 
     def base(self, model_path: str, model_factory) -> dict:
         """The base model's results: cached, else measured on ``model_factory()`` and cached."""
@@ -98,6 +119,8 @@ class Evaluator:
             "rope": recipe.model.model_dump(mode="json", include={"rope_theta", "rope_scaling", "max_position_embeddings"}),
             "tokenizer": tokenizer_fingerprint(self.tokenizer), "infill": self.sentinels is not None,
             "settings": settings, "tasks": [t.task_id + t.prompt for t in self.tasks or []],
+            "objective": recipe.train.objective,
+            "diffusion": recipe.diffusion.model_dump(mode="json") if recipe.train.objective == "diffusion" else None,
         }, sort_keys=True).encode())
         for document_set in self.sets:
             digest.update(f"\0{document_set.spec.name}\0{document_set.spec.role}".encode())

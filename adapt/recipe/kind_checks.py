@@ -54,3 +54,20 @@ def check_stage_sources(loaded: LoadedRecipe) -> None:
     if recipe.kind == "grpo" and recipe.data.eval:
         raise loaded.error("grpo runs have no eval sets", "data.eval",
                            fix="remove data.eval; train/rewards/execution/mean is the measure during training")
+
+
+def check_objective(loaded: LoadedRecipe) -> None:
+    """The diffusion objective trains CPT and SFT stages, on examples that do not share a row."""
+    recipe = loaded.recipe
+    if recipe.train.objective != "diffusion":
+        return
+    if recipe.kind not in ("cpt", "sft"):
+        raise loaded.error(f"kind {recipe.kind} has no diffusion objective", "train.objective",
+                           fix="use train.objective: diffusion in a cpt or sft stage, or remove it")
+    if recipe.kind == "sft" and recipe.sft.packing:
+        raise loaded.error("packed SFT rows would attend to each other under diffusion's full attention",
+                           "sft.packing", fix="set sft.packing: false")
+    fim = [i for i, s in enumerate(recipe.data.sources) if getattr(s, "fim", None) is not None]
+    if fim:
+        raise loaded.error("FIM sentinels are for the clm objective: diffusion infills without them",
+                           f"data.sources.{fim[0]}.fim", fix="remove fim from the source, or train with objective clm")

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from adapt.errors import AdaptError
-from adapt.recipe.kind_checks import check_evaluation_sets, check_stage_sources
+from adapt.recipe.kind_checks import check_evaluation_sets, check_objective, check_stage_sources
 from adapt.recipe.schema import MixtureFile, Recipe
 
 _BUDGETS = {"train.max_tokens", "train.max_steps", "train.epochs"}
@@ -322,6 +322,7 @@ def _resolve_builtin_corpus(loaded: LoadedRecipe) -> None:
 
 def _check_cross_references(loaded: LoadedRecipe) -> None:
     _resolve_builtin_corpus(loaded)
+    check_objective(loaded)
     check_stage_sources(loaded)
     data = loaded.recipe.data
     names = [s.name for s in data.sources]

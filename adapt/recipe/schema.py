@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from adapt.recipe.base import HeldOut, Section
+from adapt.recipe.diffusion import DiffusionSection
 from adapt.recipe.evaluation import EvaluationSection
 from adapt.recipe.model import BUILTIN_PREFIX, BuiltinModel, ModelSection, RopeScaling  # noqa: F401 (re-exported)
 from adapt.recipe.stages import (CodeTasksSource, DpoSection, GrpoSection, InstructionsSource,
@@ -226,6 +227,8 @@ class TrainSection(Section):
 
     output_dir: str | None = Field(None, description="Run directory (default: runs/<recipe name>).")
     seq_len: int = Field(512, gt=0)
+    objective: Literal["clm", "diffusion"] = Field(
+        "clm", description="clm: next-token prediction; diffusion: masked diffusion (see the diffusion section).")
     batch_size: int = Field(8, gt=0, description="Sequences per device per step.")
     grad_accum: int = Field(1, gt=0)
     max_tokens: int | None = Field(None, gt=0)
@@ -325,7 +328,7 @@ class PlanSection(Section):
 
 # Options added after runs were first recorded: left out of a run's record while unset, so that
 # older runs still resume and older pilots keep their keys.
-LATER_OPTIONS = {"model": ModelSection.LATER_OPTIONS, "train": {"keep_best": False}}
+LATER_OPTIONS = {"model": ModelSection.LATER_OPTIONS, "train": {"keep_best": False, "objective": "clm"}}
 
 
 class Recipe(Section):
@@ -344,6 +347,7 @@ class Recipe(Section):
     sft: SftSection = Field(default_factory=SftSection)
     dpo: DpoSection = Field(default_factory=DpoSection)
     grpo: GrpoSection = Field(default_factory=GrpoSection)
+    diffusion: DiffusionSection = Field(default_factory=DiffusionSection)
 
     @model_validator(mode="after")
     def _one_setting_each(self) -> "Recipe":
@@ -360,7 +364,10 @@ class Recipe(Section):
         """The recipe as a run stores, compares and logs it: without the sections of the other
         stage kinds, and for CPT without the chat template, so that runs and pilots begun before
         those keys existed still resume (and keep their pilot keys)."""
-        data = self.model_dump(mode="json", exclude={kind for kind in ("sft", "dpo", "grpo") if kind != self.kind})
+        unused = {kind for kind in ("sft", "dpo", "grpo") if kind != self.kind}
+        if self.train.objective != "diffusion":
+            unused.add("diffusion")
+        data = self.model_dump(mode="json", exclude=unused)
         if self.kind == "cpt":
             data["model"].pop("chat_template")
         for section, options in LATER_OPTIONS.items():
