@@ -32,7 +32,7 @@ def check_recipe(loaded: LoadedRecipe) -> dict[str, ResolvedSource]:
     from adapt.train.arguments import check_trainer_args
 
     try:
-        check_trainer_args(recipe.train, recipe.kind)
+        check_trainer_args(recipe.train, "cpt" if recipe.train.objective == "diffusion" else recipe.kind)
     except AdaptError as exc:
         raise loaded.error(exc.what, exc.key, exc.fix) from None
     for i, source in enumerate(recipe.data.sources):

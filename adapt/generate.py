@@ -55,7 +55,10 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: fl
         model = AutoModelForCausalLM.from_pretrained(path)
     model.eval()
     torch.manual_seed(seed)
-    if getattr(model.config, "is_causal", True) is False and not chat:
+    if getattr(model.config, "is_causal", True) is False:  # a diffusion model (a run's, or exported)
+        if chat:
+            raise AdaptError(f"{target} is a diffusion model; --chat generates autoregressively",
+                             fix="drop --chat: the prompt is completed by unmasking")
         return _diffusion_completion(model, tokenizer, prompt, max_new_tokens)
     stop = {}
     if chat:
@@ -76,7 +79,7 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64, temperature: fl
 
 def _diffusion_completion(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     """A diffusion-trained model completes by unmasking ``max_new_tokens`` masks after the prompt,
-    filling a quarter of them per step."""
+    four per step, greedily (temperature and top-p do not apply)."""
     from adapt.diffusion.attention import make_bidirectional
     from adapt.diffusion.sample import infill
 

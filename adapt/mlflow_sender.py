@@ -11,7 +11,8 @@ deleted run) cannot be fixed by retrying: the item is skipped with one warning, 
 local files. Anything else (connection refused, timeouts, 5xx, auth) is an outage: one warning,
 then retries with backoff, and the backlog is sent when the store answers again.
 
-mlflow is imported in this thread only, so that opening a tracker costs no import time.
+mlflow is imported off the main thread (here, or earlier by ``warm_up``), so that opening a
+tracker costs no import time.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def warm_up(uri: str) -> None:
             pass
 
     if _warming is None:
-        _warming = threading.Thread(target=work, name="adapt-mlflow-warm-up", daemon=True)
+        # Not a daemon: an exit during setup waits for it, rather than cutting a new store's table
+        # creation short and leaving a schema the next run cannot open.
+        _warming = threading.Thread(target=work, name="adapt-mlflow-warm-up")
         _warming.start()
 
 
@@ -145,7 +148,7 @@ class Sender:
         """Create the client and the run, or check that the run to resume exists."""
         if self._client is None:
             if _warming is not None:
-                _warming.join()  # two threads creating one sqlite store's tables would collide
+                _warming.join(timeout=120)  # two threads creating one sqlite store's tables would collide
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri)

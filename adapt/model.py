@@ -169,13 +169,19 @@ def load_trained(run_dir: Path, tokenizer, dequantized: bool = False):
     final = run_dir / "final"
     if not (final / "adapter_config.json").is_file():  # stacked adapters are in its weights already
         whole = recipe.model.model_copy(update={"adapters": []})
-        return load_model(str(final), whole, recipe.adapter.model_copy(update={"method": "full"}))
-    from peft import PeftModel
+        model = load_model(str(final), whole, recipe.adapter.model_copy(update={"method": "full"}))
+    else:
+        from peft import PeftModel
 
-    base = load_run_base(resolve_model_path(recipe.model), recipe.model, recipe.adapter, tokenizer)
-    if dequantized and recipe.adapter.method == "qlora":
-        base = base.dequantize()
-    return PeftModel.from_pretrained(base, str(final))
+        base = load_run_base(resolve_model_path(recipe.model), recipe.model, recipe.adapter, tokenizer)
+        if dequantized and recipe.adapter.method == "qlora":
+            base = base.dequantize()
+        model = PeftModel.from_pretrained(base, str(final))
+    if recipe.train.objective == "diffusion":  # loading restores the layers' causal flags
+        from adapt.diffusion.attention import make_bidirectional
+
+        make_bidirectional(model)
+    return model
 
 
 def quantization_config(adapter: AdapterSection):

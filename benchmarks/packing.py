@@ -35,8 +35,8 @@ import numpy as np
 from benchmarks.common import SHARED_CORPORA, add_common_arguments, builtin_dir, note, print_table, write_result
 
 CODE_SUFFIXES = {".py", ".c", ".h", ".cpp", ".S", ".ino"}
-FILES = {"tiny": 12, "quick": 200, "full": 1000}
-TIMED_BATCHES = {"tiny": 2, "quick": 6, "full": 30}
+FILES = {"tiny": 12, "quick": 200, "full": 500}
+TIMED_BATCHES = {"tiny": 2, "quick": 6, "full": 16}
 
 
 def code_files(seed: int = 0) -> list[Path]:
@@ -102,18 +102,18 @@ def train_seconds(model, batches: list[dict], bf16: bool) -> float:
     model.train()
     start = time.perf_counter()
     for batch in batches:
-        with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(**{k: v.to(model.device) for k, v in batch.items()}).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    if torch.cuda.is_available():
+    if model.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
 def measure(model_dir: Path, docs: list[np.ndarray], seq_len: int, batch_size: int, timed_batches: int,
-            tokenizer, bf16: bool) -> list[dict]:
+            tokenizer, bf16: bool, device: str) -> list[dict]:
     """One row per layout: efficiency over all its batches; tokens/s over its first timed batches
     (the order is shuffled, so they are a fair sample)."""
     import torch
@@ -123,7 +123,6 @@ def measure(model_dir: Path, docs: list[np.ndarray], seq_len: int, batch_size: i
     layouts = {"one file per row, truncated": padded_batches(docs, seq_len, batch_size, pad, cut=False),
                "files cut at seq_len, padded": padded_batches(docs, seq_len, batch_size, pad, cut=True),
                "adapt packing": packed_batches(docs, seq_len, batch_size, pad, eos)}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
     for name, batches in layouts.items():
         torch.manual_seed(0)
@@ -147,7 +146,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seq-len", type=int, action="append", help="repeat for several (default: 512 and 2048)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--files", type=int, help="files in the sample (default by size)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args(argv)
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmark: --device cuda, but torch sees no GPU")
     from transformers import AutoTokenizer
 
     from adapt.device import resolve_precision
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     bf16 = resolve_precision("auto") == "bf16"
     rows = []
     for seq_len in args.seq_len or ([128] if tiny else [512, 2048]):
-        rows += measure(model_dir, docs, seq_len, args.batch_size, TIMED_BATCHES[args.size], tokenizer, bf16)
+        rows += measure(model_dir, docs, seq_len, args.batch_size, TIMED_BATCHES[args.size], tokenizer, bf16,
+                        args.device)
     by_len: dict[int, dict] = {}
     for row in rows:
         by_len.setdefault(row["seq_len"], {})[row["layout"]] = row

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed = [], []
     for name in args.only.split(",") if args.only else BENCHMARKS:
         command = [sys.executable, "-m", f"benchmarks.{name}", "--size", size, "--results", args.results]
-        if name == "trainer":
+        if name in ("trainer", "packing"):
             command += ["--device", args.device]
         print(f"\n$ {' '.join(command[1:])}", flush=True)
         started = time.time()

@@ -6,15 +6,17 @@ complete, the run directory). The baseline builds the same model and the same pa
 adapt's own stage setup, then trains them with a bare ``Trainer``: plain ``TrainingArguments``,
 no callbacks. Both evaluate the same two one-block eval sets at the start and the end, and save
 one checkpoint at the end, so what differs is what adapt adds around the training loop. Both
-times are the Trainer's own ``train_runtime``; runs alternate (baseline, adapt, baseline, ...)
-and the medians are compared.
+times are the Trainer's own ``train_runtime``; pairs alternate their order (baseline first, then
+adapt first, ...), the MLflow store exists before the first timed run (as a user's does), and the
+medians are compared.
 
     python -m benchmarks.trainer [--size quick] [--adapter lora] [--device cpu|cuda]
                                  [--model builtin | builtin-1b | PATH] [--no-tracking]
 
 On a GPU, ``--model builtin-1b`` is the built-in architecture at about 1B parameters with random
 weights (throughput needs no trained weights), and the table adds MFU: model FLOPs per token
-(6N plus attention, as in PaLM) times tokens/s, over the device's bf16 peak.
+(6N plus attention, as in PaLM; 4N for the frozen base of LoRA and QLoRA) times tokens/s, over
+the device's bf16 peak.
 """
 
 from __future__ import annotations
@@ -112,14 +114,22 @@ def baseline_run(recipe_path: Path, work: Path) -> float:
     return float(trainer.train().metrics["train_runtime"])
 
 
-def model_flops_per_token(config, seq_len: int) -> float:
-    """6N (forward and backward through every weight but the input embedding) plus attention."""
+def _create_store(uri: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+def model_flops_per_token(config, seq_len: int, frozen_base: bool = False) -> float:
+    """6N (forward, and backward to inputs and weights, through every weight but the input
+    embedding) plus attention, as in PaLM. With a frozen base (LoRA, QLoRA) the weights get no
+    gradient: 4N."""
     hidden, layers = config.hidden_size, config.num_hidden_layers
     heads, kv = config.num_attention_heads, getattr(config, "num_key_value_heads", config.num_attention_heads)
     head_dim = hidden // heads
     per_layer = hidden * head_dim * (heads * 2 + kv * 2) + 3 * hidden * config.intermediate_size
     n = layers * per_layer + hidden * config.vocab_size  # the LM head
-    return 6.0 * n + 12.0 * layers * hidden * seq_len
+    return (4.0 if frozen_base else 6.0) * n + 12.0 * layers * hidden * seq_len
 
 
 def peak_flops(args) -> float | None:
@@ -130,7 +140,8 @@ def peak_flops(args) -> float | None:
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(0)
-    return next((tf * 1e12 for key, tf in PEAK_TFLOPS.items() if key in name), None)
+    # The longest matching key: "L40S" before "L4".
+    return next((PEAK_TFLOPS[key] * 1e12 for key in sorted(PEAK_TFLOPS, key=len, reverse=True) if key in name), None)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -170,12 +181,18 @@ def main(argv: list[str] | None = None) -> dict:
             tokens = steps * spec["train"]["batch_size"] * spec["train"]["seq_len"]
             note(f"{method}: warm-up, then {repeats} alternating baseline/adapt pairs of {steps} steps")
             baseline_run(recipe_path, work)  # warm-up: first-use costs (kernels, caches) land here
+            if not args.no_tracking:
+                _create_store(spec["tracking"]["uri"])  # a user's store exists before their runs
             seconds = {"baseline": [], "adapt": []}
-            for _ in range(repeats):
-                seconds["baseline"].append(baseline_run(recipe_path, work))
-                if args.device == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                seconds["adapt"].append(adapt_run(recipe_path, work / "run"))
+            for repeat in range(repeats):
+                order = ("baseline", "adapt") if repeat % 2 == 0 else ("adapt", "baseline")
+                for side in order:
+                    if side == "baseline":
+                        seconds["baseline"].append(baseline_run(recipe_path, work))
+                        continue
+                    if args.device == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    seconds["adapt"].append(adapt_run(recipe_path, work / "run"))
             rows.append(_row(method, tokens, seconds, recipe_path, args))
     summary = {"worst_ratio": max(r["ratio"] for r in rows), "target_ratio": 1.05,
                "meets_target": all(r["ratio"] <= 1.05 for r in rows)}
@@ -201,9 +218,11 @@ def _row(method: str, tokens: int, seconds: dict, recipe_path: Path, args) -> di
         from adapt.recipe import load_recipe
         from adapt.train.runner import base_tokenizer
 
-        model_path, _ = base_tokenizer(load_recipe(recipe_path))
+        loaded = load_recipe(recipe_path)
+        model_path, _ = base_tokenizer(loaded)
         peak = peak_flops(args)
-        flops = model_flops_per_token(AutoConfig.from_pretrained(model_path), args.seq_len)
+        flops = model_flops_per_token(AutoConfig.from_pretrained(model_path), loaded.recipe.train.seq_len,
+                                      frozen_base=method != "full")
         row["mfu"] = flops * row["adapt_tokens_per_s"] / peak if peak else None
         row["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return row

@@ -25,7 +25,7 @@ def noised(spec: DiffusionSection, rows: int, width: int, t: float | None = None
     batch = {"input_ids": ids, "labels": ids.clone() if labels is None else labels}
     collator = DiffusionCollator(spec, MASK, PAD, seed=seed)
     off = {"prefix": 0.0, "suffix": 0.0, "block": 0.0}
-    out = collator.noise(batch, torch.Generator().manual_seed(seed), probabilities or off,
+    out = collator.noise(batch, [torch.Generator().manual_seed(seed)] * rows, probabilities or off,
                          None if t is None else torch.full((rows,), t))
     return batch, out
 
@@ -51,6 +51,9 @@ def test_position_zero_padding_and_prompts_are_never_masked():
     masked = out["input_ids"] == MASK
     assert not masked[:, :10].any() and not masked[:, 28:].any() and masked[:, 10:28].all()
     assert (out["diffusion_tokens"] == 18).all()
+    _, out = noised(DiffusionSection(), rows=8, width=32, t=1.0, labels=labels,
+                    probabilities={"prefix": 0, "suffix": 1.0, "block": 0})
+    assert (out["diffusion_tokens"] == (out["input_ids"] == MASK).sum(dim=1)).all(), "S2's padding is not counted"
 
 
 def test_prefix_strategy_leaves_an_unmasked_prefix():
@@ -69,6 +72,7 @@ def test_suffix_strategy_pads_an_unmaskable_tail():
         cut = int((row == PAD).float().argmax())
         assert cut >= 1 and (row[cut:] == PAD).all() and (labels[cut:] == -100).all()
         assert (row[1:cut] == MASK).all()
+    assert len({int((row == PAD).float().argmax()) for row in out["input_ids"]}) > 5, "cuts vary"
     assert (out["attention_mask"] == 1).all(), "the padding is seen, as a visible end"
 
 
@@ -96,6 +100,14 @@ def test_strategy_probabilities_rise_per_epoch():
     assert collator.probabilities() == pytest.approx({"prefix": 0.105, "suffix": 0.105, "block": 0.15})
     collator.epoch = 7.0
     assert collator.probabilities() == pytest.approx({"prefix": 0.2, "suffix": 0.2, "block": 0.25})
+
+    from adapt.diffusion.loss import EpochCallback
+
+    class State:
+        global_step = 30
+
+    EpochCallback(collator, steps_per_pass=10).on_step_begin(None, State(), None)
+    assert collator.epoch == 3.0, "epochs are passes over the data, counted in steps"
 
 
 def test_loss_matches_the_formula_on_a_hand_built_batch():

@@ -94,6 +94,9 @@ def _encoder(tokenizer):
     """texts -> token id lists, as ``tokenizer(texts, add_special_tokens=False)`` gives them. A
     fast tokenizer's backend skips character offsets (``encode_batch_fast``): 1.6x faster on code."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and hasattr(backend, "encode_batch_fast"):
+    # A tokenizer.json may store truncation or padding, which the tokenizer's own call switches
+    # off and a direct backend call would apply.
+    if (backend is not None and hasattr(backend, "encode_batch_fast") and backend.truncation is None
+            and backend.padding is None):
         return lambda texts: [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
     return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]

@@ -2,9 +2,11 @@
 
     L = E_t[ -(1/t) · Σ_n 1[x_t^n = mask] · log p_θ(x_0^n | x_t) ]
 
-estimated on a batch as Σ_rows (1/t_row) Σ_masked CE / Σ_rows maskable tokens: each row's sum is
-divided by the number of tokens it could have masked (its length, as LLaDA divides by the
-sequence length), not by how many it did mask, which would cancel the 1/t weight.
+estimated on a batch as Σ_rows (1/t_row) Σ_masked CE / Σ_rows maskable tokens: the sum is divided
+by the number of tokens the rows could have masked (their lengths, as LLaDA divides by the
+sequence length; S1's prefix and S2's padding excluded), not by how many they did mask, which
+would cancel the 1/t weight. The Trainer's ``eval/<set>/loss`` is this objective; a report's
+masked-token loss is the plain mean cross-entropy (``adapt.diffusion.evaluate``).
 """
 
 from __future__ import annotations
@@ -44,12 +46,12 @@ class DiffusionTrainer(Trainer):
 
 
 class EpochCallback(TrainerCallback):
-    """Tells the collator the epoch, so the strategies' probabilities rise on schedule."""
+    """Tells the collator how many passes over the training data it has made, so the strategies'
+    probabilities rise on schedule. A budget in tokens is one Trainer epoch over the mixture's
+    blocks, however often it repeats the data, so passes are counted in steps: ``steps_per_pass``."""
 
-    def __init__(self, collator):
-        self.collator = collator
+    def __init__(self, collator, steps_per_pass: float):
+        self.collator, self.steps_per_pass = collator, max(steps_per_pass, 1e-9)
 
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.collator.epoch = state.epoch or 0.0
-
-    on_step_begin = on_epoch_begin
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = state.global_step / self.steps_per_pass

@@ -20,20 +20,21 @@ import math
 import torch
 from transformers import default_data_collator
 
-EVAL_INDEX = "diffusion_eval_index"  # marks eval rows: their noise is fixed by their index
+EVAL_INDEX = "diffusion_eval_index"  # marks eval rows: each row's noise is seeded by its index
 
 
 class DiffusionCollator:
     """Batches -> noised batches: ``input_ids`` with masks, ``labels`` the original tokens at the
-    masked positions (else -100), ``diffusion_t`` per row and ``diffusion_tokens`` (maskable
-    tokens per row, the loss's normaliser)."""
+    masked positions (else -100), ``diffusion_t`` per row and ``diffusion_tokens`` (the tokens
+    each row could have masked, after S1 and S2: the loss's normaliser)."""
 
     def __init__(self, spec, mask_id: int, pad_id: int, base_collate=default_data_collator, seed: int = 0):
         self.spec, self.mask_id, self.pad_id, self.base_collate = spec, mask_id, pad_id, base_collate
         self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0.0  # set by EpochCallback; the strategies' probabilities follow it
+        self.epoch = 0.0  # passes over the training data so far, set by EpochCallback
 
     def probabilities(self) -> dict[str, float]:
+        """At epoch k (from 0): start + (end - start) x min(1, k / ramp_epochs)."""
         progress = min(1.0, math.floor(self.epoch) / self.spec.ramp_epochs)
         return {name: start + (end - start) * progress
                 for name, (start, end) in (("prefix", self.spec.prefix), ("suffix", self.spec.suffix),
@@ -43,14 +44,15 @@ class DiffusionCollator:
         indexes = [f.pop(EVAL_INDEX) for f in features] if EVAL_INDEX in features[0] else None
         batch = self.base_collate(features)
         if indexes is None:
-            return self.noise(batch, self.generator, self.probabilities())
-        # Eval: the same rows get the same noise at every evaluation, at the fixed rates eval_t.
-        generator = torch.Generator().manual_seed(int(indexes[0]))
+            return self.noise(batch, [self.generator] * len(features), self.probabilities())
+        # Eval: a row gets the same noise at every evaluation, however the rows are batched or
+        # sharded, at the fixed rates eval_t and without the strategies.
         t = torch.tensor([self.spec.eval_t[i % len(self.spec.eval_t)] for i in indexes])
-        return self.noise(batch, generator, {"prefix": 0.0, "suffix": 0.0, "block": 0.0}, t)
+        return self.noise(batch, [torch.Generator().manual_seed(i) for i in indexes], NO_STRATEGIES, t)
 
-    def noise(self, batch: dict, generator: torch.Generator, probabilities: dict[str, float],
+    def noise(self, batch: dict, generators: list[torch.Generator], probabilities: dict[str, float],
               t: torch.Tensor | None = None) -> dict:
+        """``generators``: one per row (the same one repeated is fine); ``t``: per row, else drawn."""
         ids, labels = batch["input_ids"].clone(), batch["labels"]
         maskable = labels != -100
         maskable[:, 0] = False
@@ -60,10 +62,11 @@ class DiffusionCollator:
             attention[:, 0] = 1
         rows, width = ids.shape
         if t is None:
-            t = self.spec.t_min + (1.0 - self.spec.t_min) * (1.0 - torch.rand(rows, generator=generator))
-        counts = maskable.sum(dim=1)
+            t = torch.stack([self.spec.t_min + (1.0 - self.spec.t_min) * (1.0 - torch.rand((), generator=g))
+                             for g in generators])
         masked = torch.zeros_like(maskable)
-        for row in range(rows):
+        counts = torch.zeros(rows, dtype=torch.long)
+        for row, generator in enumerate(generators):
             allowed = maskable[row].clone()
             draw = torch.rand(3, generator=generator)
             if draw[0] < probabilities["prefix"]:
@@ -72,6 +75,7 @@ class DiffusionCollator:
                 cut = int(torch.randint(1, width, (1,), generator=generator))
                 ids[row, cut:] = self.pad_id
                 allowed[cut:] = False
+            counts[row] = allowed.sum()
             if draw[2] < probabilities["block"]:
                 masked[row] = block_mask(allowed, float(t[row]), self.spec.block_lengths, generator)
             else:
@@ -81,6 +85,9 @@ class DiffusionCollator:
                    labels=torch.where(masked, batch["input_ids"], -100), diffusion_t=t.float(),
                    diffusion_tokens=counts)
         return out
+
+
+NO_STRATEGIES = {"prefix": 0.0, "suffix": 0.0, "block": 0.0}
 
 
 def block_mask(allowed: torch.Tensor, t: float, lengths: list[int], generator: torch.Generator) -> torch.Tensor:

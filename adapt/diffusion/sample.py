@@ -24,9 +24,9 @@ def unmask(model, ids: torch.Tensor, mask_id: int, steps: int, attention_mask: t
             break
         logits = model(input_ids=ids.to(device),
                        attention_mask=None if attention_mask is None else attention_mask.to(device)).logits
-        logits = logits[:, :-1].float().cpu()
+        logits = logits[:, :-1].float()
         logits[..., mask_id] = float("-inf")  # the mask is never a prediction
-        confidence, prediction = logits.softmax(dim=-1).max(dim=-1)
+        confidence, prediction = (x.cpu() for x in logits.softmax(dim=-1).max(dim=-1))  # not the whole vocabulary
         confidence = torch.cat([torch.full((ids.shape[0], 1), float("-inf")), confidence], dim=1)
         prediction = torch.cat([ids[:, :1], prediction], dim=1)
         confidence[~masked] = float("-inf")
@@ -46,8 +46,7 @@ def infill(model, tokenizer, prefixes: list[list[int]], suffixes: list[list[int]
     one batch (right-padded, padding masked out of attention)."""
     rows = [[tokenizer.eos_token_id] + p + [mask_id] * n + s for p, s, n in zip(prefixes, suffixes, lengths)]
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)

@@ -5,6 +5,8 @@ the response is masked."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from adapt.diffusion.masking import EVAL_INDEX
@@ -51,14 +53,21 @@ def diffusion_setup(loaded: LoadedRecipe):
         base_collate = collate
     make_bidirectional(model)
     model = with_adapter(loaded, model, new_token_ids)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    collator = DiffusionCollator(recipe.diffusion, mask_id, pad_id, base_collate, seed=recipe.train.seed)
+    # Each rank draws its own noise, as it reads its own data. load_tokenizer guarantees a pad token.
+    rank = int(os.environ.get("RANK", "0"))
+    collator = DiffusionCollator(recipe.diffusion, mask_id, tokenizer.pad_token_id, base_collate,
+                                 seed=recipe.train.seed + rank)
     evals = {name: IndexedRows(rows) for name, rows in data.eval.items()}
 
+    # An epoch, for the strategies' schedule, is a pass over the most repeated source.
+    passes = max([entry["repetition"] for entry in data.report["mixture"].values()] or [1.0])
+    epochs = EpochCallback(collator, data.report["steps"] / max(passes, 1e-9))
+
     def make_trainer(args: dict, callbacks: list):
-        return DiffusionTrainer(model=model, args=TrainingArguments(**args, remove_unused_columns=False),
+        # Keep every column: the collator reads them all and adds its own.
+        return DiffusionTrainer(model=model, args=TrainingArguments(**{**args, "remove_unused_columns": False}),
                                 train_dataset=data.train, eval_dataset=evals or None, data_collator=collator,
-                                processing_class=tokenizer, callbacks=[*callbacks, EpochCallback(collator)])
+                                processing_class=tokenizer, callbacks=[*callbacks, epochs])
 
     return Setup(tokenizer, model_path, data.report, data.manifest, list(data.eval),
                  recipe.train.tokens_per_step, make_trainer)

@@ -27,6 +27,20 @@ def infill_samples(text: str, span: str, rng: random.Random, max_span_chars: int
     return text[:lo], text[lo:hi], text[hi:]
 
 
+def draw_samples(docs, span: str, spec) -> list[tuple[str, str, str]]:
+    """Up to ``spec.max_samples`` (prefix, middle, suffix) samples of one span kind, drawn over the
+    documents in turn with ``spec.seed``: every infill metric of a set asks about the same gaps."""
+    rng = random.Random(spec.seed)
+    samples = []
+    for n in range(spec.max_samples * 4):  # documents that have no span are skipped
+        picked = infill_samples(docs[n % len(docs)].text, span, rng, spec.max_span_chars)
+        if picked:
+            samples.append(picked)
+        if len(samples) == spec.max_samples:
+            break
+    return samples
+
+
 def fit_context(tokenizer, prefix: str, suffix: str, mode: str, sentinels: FimSentinels,
                 max_tokens: int) -> list[int]:
     """The prompt's tokens: the whole context if it fits, else the end of the prefix and the
@@ -45,16 +59,8 @@ def infill_exact_match(model, tokenizer, document_set, spec, sentinels: FimSenti
     """``spec`` is the recipe's ``evaluation.infill``. Exact match (ignoring trailing whitespace)
     per span kind and order, e.g. ``{"line/psm": {"exact_match": 0.4, "samples": 32}}``."""
     results = {}
-    docs = document_set.docs
     for span in spec.spans:
-        rng = random.Random(spec.seed)
-        samples = []
-        for n in range(spec.max_samples * 4):  # documents that have no span are skipped
-            picked = infill_samples(docs[n % len(docs)].text, span, rng, spec.max_span_chars)
-            if picked:
-                samples.append(picked)
-            if len(samples) == spec.max_samples:
-                break
+        samples = draw_samples(document_set.docs, span, spec)
         for mode in spec.orders:
             prompts = [fit_context(tokenizer, p, s, mode, sentinels, seq_len - spec.max_new_tokens)
                        for p, _, s in samples]

@@ -73,9 +73,10 @@ class Evaluator:
     def _measure_diffusion(self, model) -> dict:
         """A diffusion model's masked-token loss per set, and infill exact match by sampling."""
         from adapt.diffusion import evaluate as diffusion
-        from adapt.diffusion.attention import make_bidirectional
+        from adapt.diffusion.attention import add_mask_token, make_bidirectional
 
         recipe = self.loaded.recipe
+        add_mask_token(self.tokenizer, model, recipe.diffusion.mask_token)  # a base measured as the run began
         make_bidirectional(model)  # loading a saved diffusion model restores causal attention flags
         results: dict = {"sets": {}}
         for document_set in self.sets:
@@ -119,8 +120,8 @@ class Evaluator:
             "rope": recipe.model.model_dump(mode="json", include={"rope_theta", "rope_scaling", "max_position_embeddings"}),
             "tokenizer": tokenizer_fingerprint(self.tokenizer), "infill": self.sentinels is not None,
             "settings": settings, "tasks": [t.task_id + t.prompt for t in self.tasks or []],
-            "objective": recipe.train.objective,
-            "diffusion": recipe.diffusion.model_dump(mode="json") if recipe.train.objective == "diffusion" else None,
+            **({"diffusion": recipe.diffusion.model_dump(mode="json", include={"mask_token", "eval_t", "sample_steps"})}
+               if recipe.train.objective == "diffusion" else {}),
         }, sort_keys=True).encode())
         for document_set in self.sets:
             digest.update(f"\0{document_set.spec.name}\0{document_set.spec.role}".encode())
@@ -161,6 +162,8 @@ def _infill_sentinels(loaded: LoadedRecipe, tokenizer):
     from adapt.data.prepare import fim_sources
 
     enabled = loaded.recipe.evaluation.infill.enabled
+    if loaded.recipe.train.objective == "diffusion":
+        return None  # diffusion infills by unmasking, without sentinels
     if enabled is False or (enabled == "auto" and not fim_sources(loaded)):
         return None
     sentinels = find_sentinels(tokenizer)

@@ -50,6 +50,11 @@ def set_losses(model, document_set, seq_len: int, batch_size: int) -> dict:
     """``{"loss", "ppl", "tokens", "categories": {name: {"loss", "ppl", "tokens"}}}`` for one set."""
     nll, count = document_nll(model, [d.tokens for d in document_set.docs], seq_len, batch_size,
                               desc=f"loss {document_set.spec.name}")
+    return summarise(document_set, nll, count)
+
+
+def summarise(document_set, nll: np.ndarray, count: np.ndarray) -> dict:
+    """Per-document (nll, tokens) -> the set's token-weighted loss, and each category's."""
     by_category: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for doc, doc_nll, doc_count in zip(document_set.docs, nll, count):
         by_category[doc.category][0] += doc_nll

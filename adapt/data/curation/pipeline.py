@@ -8,6 +8,7 @@ n-grams). The built-in corpus is adapt's own, fixed for comparable evals, and is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import Counter
@@ -23,8 +24,6 @@ from adapt.data.curation.secrets import scrub
 from adapt.recipe.schema import CurationSection
 
 _WORD = re.compile(r"\w+")
-# Odd multipliers that mix n word hashes into one n-gram hash (uint64 arithmetic wraps).
-_MIX = np.random.RandomState(7).randint(1, 2**62, size=64, dtype=np.int64).astype(np.uint64) * 2 + 1
 
 
 class Curator:
@@ -108,9 +107,10 @@ class Curator:
             return np.zeros(0, dtype=np.uint64)
         hashes = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
         count = len(words) - n + 1
-        mixed = hashes[:count] * _MIX[0]
+        mix = _multipliers(n)
+        mixed = hashes[:count] * mix[0]
         for i in range(1, n):
-            mixed ^= hashes[i: i + count] * _MIX[i % len(_MIX)]
+            mixed ^= hashes[i: i + count] * mix[i]
         return np.unique(mixed)
 
     def _overlaps_eval(self, text: str) -> bool:
@@ -142,3 +142,9 @@ class Curator:
             "licences": dict(self.licences.most_common()),
             "languages": dict(self.languages.most_common()),
         }
+
+
+@functools.lru_cache(maxsize=None)
+def _multipliers(n: int) -> np.ndarray:
+    """Odd multipliers that mix n word hashes into one n-gram hash (uint64 arithmetic wraps)."""
+    return np.random.RandomState(7).randint(1, 2**62, size=n, dtype=np.int64).astype(np.uint64) * 2 + 1
