@@ -56,7 +56,7 @@ def recipe(method: str, domain_share: float, work: Path, tokens: int) -> dict:
                   "output_dir": str(work / f"{method}-R{domain_share:.3f}")},
         "evaluation": {"epsilon": EPSILON, "completion": {"max_samples": 48}},
         "plan": {"ratios": [0.0, 0.25, 0.5, 0.75, 0.9, 1.0], "pilot_tokens": 100_000, "eval_steps": 3,
-                 "epsilon": EPSILON, "bootstrap": 50},
+                 "epsilon": EPSILON, "bootstrap": 50, "output": str(work / f"{method}.plan.yaml")},
         "tracking": {"experiment": "bench-adaptation"},
     }
 

@@ -33,7 +33,7 @@ import yaml
 
 from benchmarks.common import add_common_arguments, builtin_spec, note, print_table, write_result
 
-STEPS = {"tiny": 2, "quick": 20, "full": 60}
+STEPS = {"tiny": 2, "quick": 20, "full": 40}
 BUILTIN_1B = {"hidden_size": 2048, "num_layers": 18, "num_heads": 16, "intermediate_size": 5632,
               "vocab_size": 32000, "pretrain_tokens": 0, "max_position_embeddings": 4096}
 STDLIB_CODE = ["asyncio/*.py", "email/*.py", "json/*.py", "http/*.py", "logging/*.py", "concurrent/**/*.py",
