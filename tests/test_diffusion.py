@@ -168,7 +168,7 @@ def test_sampler_fills_every_mask_in_its_steps():
         unmask(model, torch.full((1, 4), MASK), MASK, steps=2)
 
 
-def test_diffusion_cpt_lowers_masked_loss_and_reports_infill(make_recipe, tmp_path, capsys):
+def test_diffusion_cpt_lowers_masked_loss_and_reports_infill(make_recipe, tmp_path, monkeypatch):
     recipe = make_recipe("diffusion", evaluation={"completion": {"enabled": False},
                                                   "infill": {"max_samples": 4, "spans": ["line"]}})
     args = ["train.objective=diffusion", "train.max_steps=40", "train.eval_steps=20", "train.save_steps=20",
@@ -183,9 +183,18 @@ def test_diffusion_cpt_lowers_masked_loss_and_reports_infill(make_recipe, tmp_pa
     assert entry["infill"]["line/diffusion"]["samples"] == 4 and "completion" not in entry
     assert report["changes"]["domain"]["loss_after"] < report["changes"]["domain"]["loss_before"]
     assert json.loads((run / "final" / "config.json").read_text())["is_causal"] is False
-    capsys.readouterr()
+    import adapt.diffusion.sample as sample
+
+    calls = []
+    real_unmask = sample.unmask
+
+    def spy(model, ids, mask_id, steps, attention_mask=None):
+        calls.append(((ids == mask_id).sum().item(), steps))
+        return real_unmask(model, ids, mask_id, steps, attention_mask)
+
+    monkeypatch.setattr(sample, "unmask", spy)
     assert main(["generate", str(run), "--prompt", "def ", "--max-new-tokens", "8"]) == 0
-    assert capsys.readouterr().out.strip(), "a diffusion run completes a prompt by unmasking"
+    assert calls == [(8, 2)], "a diffusion run completes a prompt by unmasking 8 masks in 2 steps"
     assert main(["eval", str(run), str(recipe), *args, "--output", str(tmp_path / "eval")]) in (0, 1)
     again = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert again["after"]["sets"]["domain"]["loss"] == pytest.approx(entry["loss"], rel=1e-4), \
