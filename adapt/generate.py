@@ -29,6 +29,9 @@ def resolve_generation_model(target: str) -> tuple[str, bool]:
         return str(final), True
     if path.exists():
         return str(path), (path / "adapter_config.json").is_file()
+    if target.startswith(("/", ".", "~")) or target.count("/") > 1:  # a path, not a hub id (owner/name)
+        raise AdaptError(f"{target} does not exist", file=target,
+                         fix="give a run directory, a model directory, `builtin` or a hub id")
     return target, False
 
 

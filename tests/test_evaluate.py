@@ -264,3 +264,10 @@ def test_categories_from_a_jsonl_label(make_recipe, tmp_path, tiny_model_dir):
     assert {doc.category for doc in notes_set.docs} == {"radio", "power"}
     by_name = {int(doc.name.rsplit(":", 1)[1]): doc.category for doc in notes_set.docs}
     assert all(category == rows[line - 1]["team"] for line, category in by_name.items())
+
+
+def test_a_missing_target_is_a_clear_error(make_recipe, tmp_path, capsys):
+    missing = str(tmp_path / "no-such-run")
+    assert main(["eval", missing, str(make_recipe("missing"))]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing} does not exist" in err and "fix:" in err and "Traceback" not in err
