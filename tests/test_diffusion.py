@@ -202,8 +202,8 @@ def test_diffusion_cpt_lowers_masked_loss_and_reports_infill(make_recipe, tmp_pa
 
 
 def test_diffusion_sft_masks_only_the_response(sft_recipe):
+    from adapt.diffusion.training import diffusion_setup as setup
     from adapt.recipe import load_recipe
-    from adapt.train.sft import setup
 
     recipe = sft_recipe("dsft", rows=arithmetic_chats(60))
     loaded = load_recipe(recipe, ["train.objective=diffusion", "sft.packing=false"])

@@ -17,10 +17,6 @@ def setup(loaded: LoadedRecipe) -> Setup:
     from adapt.train.runner import load_base, with_adapter, world_size
 
     recipe = loaded.recipe
-    if recipe.train.objective == "diffusion":
-        from adapt.diffusion.training import diffusion_setup
-
-        return diffusion_setup(loaded)
     model_path, tokenizer, model = load_base(loaded)
     sentinels, new_token_ids = fim_sentinels(loaded, tokenizer, model)
     data = prepare_data(loaded, tokenizer, world_size(), sentinels)

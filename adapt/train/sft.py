@@ -22,10 +22,6 @@ def setup(loaded: LoadedRecipe) -> Setup:
     from adapt.train.runner import base_tokenizer, with_adapter, world_size
 
     recipe = loaded.recipe
-    if recipe.train.objective == "diffusion":
-        from adapt.diffusion.training import diffusion_setup
-
-        return diffusion_setup(loaded)
     model_path, tokenizer = base_tokenizer(loaded)
     data = prepare_sft_data(loaded, tokenizer, world_size())  # bad rows fail before the weights load
     model = load_model(model_path, recipe.model, recipe.adapter)

@@ -11,7 +11,12 @@ MODULES = {"cpt": "adapt.train.cpt", "sft": "adapt.train.sft", "dpo": "adapt.tra
 
 
 def train(loaded: LoadedRecipe, tags: dict[str, str] | None = None) -> RunOutcome:
-    """Run (or resume) a recipe of any stage kind."""
+    """Run (or resume) a recipe of any stage kind; under the diffusion objective, a cpt or sft
+    stage is set up by ``adapt.diffusion.training`` instead."""
+    if loaded.recipe.train.objective == "diffusion":
+        from adapt.diffusion.training import diffusion_setup
+
+        return run_stage(loaded, diffusion_setup, tags)
     module = importlib.import_module(MODULES[loaded.recipe.kind])
     return run_stage(loaded, module.setup, tags)
 
